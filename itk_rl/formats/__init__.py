@@ -1,0 +1,1 @@
+"""Agent data model, prompt builders and lenient parsers for planner and critic outputs."""

@@ -1,0 +1,1 @@
+"""Reward functions and judges (imported as `itk_rl.rewards`)."""

@@ -1,0 +1,53 @@
+"""Install itk_rl.
+
+`rewards/` and `rollout/` are top-level folders (the architecture shows in the tree) but import
+as `itk_rl.rewards` and `itk_rl.rollout`: their bare names belong to unrelated PyPI packages.
+Versions are pinned in constraints.txt (`pip install -c constraints.txt -e .`), not here, so
+the package stays installable beside other pins.
+"""
+
+from setuptools import find_packages, setup
+
+REQUIRES = [
+    # torch first and pinned by the installer (a CPU wheel on CPU hosts): see README.
+    "torch>=2.10",
+    "ray[default]>=2.50",
+    "verl[verl-core]>=0.9.1",
+    "transformers>=5.5.3",
+    "diffusers>=0.42",
+    "accelerate",
+    "tokenizers",
+    "safetensors",
+    "datasets>=4",
+    "hydra-core>=1.3",
+    "omegaconf",
+    "tensorboard",
+    "json-repair",
+    "numpy",
+    "pillow",
+    "matplotlib",
+]
+
+EXTRAS = {
+    # CUDA only. flash-attn builds from source against the installed torch; install it after
+    # this extra with `pip install flash-attn --no-build-isolation` (README, "GPU install").
+    "gpu": ["vllm"],
+    "dev": ["pytest", "ruff"],
+}
+
+packages = find_packages(include=["itk_rl", "itk_rl.*"])
+packages += ["itk_rl.rewards"] + [f"itk_rl.rewards.{p}" for p in find_packages("rewards")]
+packages += ["itk_rl.rollout"] + [f"itk_rl.rollout.{p}" for p in find_packages("rollout")]
+
+setup(
+    name="itk_rl",
+    version="0.1.0",
+    description="Interleaved text-image generation agents trained with distributed RL on Ray",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir={"itk_rl.rewards": "rewards", "itk_rl.rollout": "rollout"},
+    package_data={"itk_rl": ["formats/templates/*.txt", "recipes/**/*.yaml"]},
+    install_requires=REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["itk = itk_rl.cli:main"]},
+)
