@@ -1,7 +1,9 @@
 """Install itk_rl.
 
-`rewards/` and `rollout/` are top-level folders (the architecture shows in the tree) but import
-as `itk_rl.rewards` and `itk_rl.rollout`: their bare names belong to unrelated PyPI packages.
+`rewards/`, `rollout/` and `recipes/` are top-level folders (the architecture shows in the tree)
+but import as `itk_rl.rewards`, `itk_rl.rollout` and `itk_rl.recipes`: their bare names belong to
+unrelated PyPI packages. Recipes ship as package data, so an installed wheel (and a Ray job's
+working_dir) finds them through Hydra's `pkg://itk_rl.recipes`.
 Versions are pinned in constraints.txt (`pip install -c constraints.txt -e .`), not here, so
 the package stays installable beside other pins.
 """
@@ -38,6 +40,7 @@ EXTRAS = {
 packages = find_packages(include=["itk_rl", "itk_rl.*"])
 packages += ["itk_rl.rewards"] + [f"itk_rl.rewards.{p}" for p in find_packages("rewards")]
 packages += ["itk_rl.rollout"] + [f"itk_rl.rollout.{p}" for p in find_packages("rollout")]
+packages += ["itk_rl.recipes"]
 
 setup(
     name="itk_rl",
@@ -45,8 +48,12 @@ setup(
     description="Interleaved text-image generation agents trained with distributed RL on Ray",
     python_requires=">=3.10",
     packages=packages,
-    package_dir={"itk_rl.rewards": "rewards", "itk_rl.rollout": "rollout"},
-    package_data={"itk_rl": ["formats/templates/*.txt", "recipes/**/*.yaml"]},
+    package_dir={
+        "itk_rl.rewards": "rewards",
+        "itk_rl.rollout": "rollout",
+        "itk_rl.recipes": "recipes",
+    },
+    package_data={"itk_rl": ["formats/templates/*.txt"], "itk_rl.recipes": ["*.yaml", "*/*.yaml"]},
     install_requires=REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["itk = itk_rl.cli:main"]},

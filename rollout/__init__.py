@@ -1,1 +1,1 @@
-"""Engines that generate: critic/planner VLM engines and image generators (imported as `itk_rl.rollout`)."""
+"""Engines that generate: VLM engines and image generators (imported as itk_rl.rollout)."""

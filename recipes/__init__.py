@@ -1,0 +1,1 @@
+"""Hydra recipes (YAML), importable as `itk_rl.recipes` so Hydra finds them via `pkg://`."""
