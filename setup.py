@@ -25,6 +25,7 @@ REQUIRES = [
     "omegaconf",
     "tensorboard",
     "json-repair",
+    "requests",
     "numpy",
     "pillow",
     "matplotlib",

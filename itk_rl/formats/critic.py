@@ -1,0 +1,135 @@
+"""The critic's side of the text format: its chat messages, its verdict parser, its SFT target.
+
+Answer schema: `{"previous_step_success": true|false, "refine_prompt": "…"}`. `format_valid` is
+exactly the format reward's criterion (DESIGN §1): `<think>` precedes `<answer>`, the answer
+parses as JSON, `previous_step_success` is a bool and `refine_prompt` a string. Anything that
+had to be repaired makes it False; a verdict that cannot be read at all (no boolean-like
+`previous_step_success`) is hopeless.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from itk_rl.formats.envelope import (
+    ParseResult,
+    failure,
+    format_envelope,
+    parse_json_answer,
+    split_envelope,
+    success,
+)
+from itk_rl.formats.templates import PromptTemplate, chat_messages, check_role
+
+_TRUE, _FALSE = "true", "false"
+
+
+@dataclass(frozen=True)
+class CriticVerdict:
+    """Whether the step succeeded; on failure, the instruction to retry it with.
+
+    `reasoning` is the think text, kept for logging and SFT targets.
+    """
+
+    success: bool
+    refine_prompt: str
+    reasoning: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CriticVerdict:
+        return cls(
+            success=bool(data["success"]),
+            refine_prompt=str(data["refine_prompt"]),
+            reasoning=str(data.get("reasoning") or ""),
+        )
+
+
+def parse_critic_output(text: str) -> ParseResult[CriticVerdict]:
+    """Parse a critic output leniently; never raises on malformed output."""
+    try:
+        return _parse(text)
+    except Exception as exc:  # a parser bug must not kill a rollout; report it instead
+        return failure(text, f"internal parser error ({type(exc).__name__}: {exc})")
+
+
+def _parse(text: str) -> ParseResult[CriticVerdict]:
+    env = split_envelope(text)
+    repairs = list(env.repairs)
+    if env.error:
+        return failure(text, env.error, repairs, env.think)
+    data, json_repairs, error = parse_json_answer(env.answer)
+    repairs += json_repairs
+    if error:
+        return failure(text, error, repairs, env.think)
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        repairs.append("unwrapped a one-element list around the answer object")
+        data = data[0]
+    if not isinstance(data, dict):
+        got = type(data).__name__
+        return failure(text, f"the answer JSON is not an object (got {got})", repairs, env.think)
+    if "previous_step_success" not in data:
+        return failure(text, "the answer JSON has no previous_step_success", repairs, env.think)
+
+    flag = data["previous_step_success"]
+    if isinstance(flag, bool):
+        verdict = flag
+    elif isinstance(flag, str) and flag.strip().lower() in (_TRUE, _FALSE):
+        verdict = flag.strip().lower() == _TRUE
+        repairs.append(
+            f"previous_step_success was the string {json.dumps(flag)}, read as {_json(verdict)}"
+        )
+    elif isinstance(flag, (int, float)) and flag in (0, 1):
+        verdict = bool(flag)
+        repairs.append(
+            f"previous_step_success was the number {json.dumps(flag)}, read as {_json(verdict)}"
+        )
+    else:
+        return failure(
+            text,
+            f"previous_step_success must be true or false, got {json.dumps(flag)}",
+            repairs,
+            env.think,
+        )
+
+    refine = data.get("refine_prompt")
+    if refine is None:
+        what = "missing" if "refine_prompt" not in data else "null"
+        repairs.append(f"refine_prompt was {what}, used empty text")
+        refine = ""
+    elif not isinstance(refine, str):
+        repairs.append(f"refine_prompt was a {type(refine).__name__}, converted to text")
+        refine = str(refine)
+    return success(text, CriticVerdict(verdict, refine, env.think), repairs, env.think)
+
+
+def _json(flag: bool) -> str:
+    return _TRUE if flag else _FALSE
+
+
+def build_critic_messages(
+    template: PromptTemplate, original_prompt: str, used_prompt: str
+) -> list[dict[str, Any]]:
+    """Chat messages for the critic in the transformers multimodal format.
+
+    The user message holds two image slots — the image before the step (a white canvas for
+    step 1), then the image after it — followed by the text; the caller passes the two images
+    to the processor separately, in that order.
+    """
+    check_role(template, "critic")
+    for name, value in (("original_prompt", original_prompt), ("used_prompt", used_prompt)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    system, user = template.render(original_prompt=original_prompt, used_prompt=used_prompt)
+    content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": user}]
+    return chat_messages(system, content)
+
+
+def format_critic_answer(verdict: CriticVerdict) -> str:
+    """The strict target text for a verdict (critic SFT); parses back format-valid."""
+    answer = {"previous_step_success": verdict.success, "refine_prompt": verdict.refine_prompt}
+    return format_envelope(verdict.reasoning, answer)
