@@ -13,6 +13,9 @@ from setuptools import find_packages, setup
 REQUIRES = [
     # torch first and pinned by the installer (a CPU wheel on CPU hosts): see README.
     "torch>=2.10",
+    # Qwen-VL processors need it; on CPU-only hosts itk_rl.compat.torchvision_cpu makes the
+    # CUDA wheel importable.
+    "torchvision",
     "ray[default]>=2.50",
     "verl[verl-core]>=0.9.1",
     "transformers>=5.5.3",

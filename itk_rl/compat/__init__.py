@@ -1,0 +1,1 @@
+"""Workarounds for third-party packages, each applied only where the host needs it."""
