@@ -122,14 +122,19 @@ class TestbedJudge:
         self, instruction: str, after: np.ndarray, before: np.ndarray | None = None
     ) -> JudgeScore:
         """Judge `after` as the result of `instruction` applied to `before` (None: text-to-image
-        on a white canvas). Raises ValueError naming the instruction if it does not parse or
-        does not apply to the before-image's scene."""
+        on a white canvas).
+
+        An instruction that does not apply to the before-scene (it refers to an object an
+        earlier misrendered step never drew) cannot be carried out: SC = 0, as a judge looking
+        at the images would rate it. Raises ValueError naming the instruction only if it does
+        not parse, which is the caller's mistake: judges score against the planner's prompts.
+        """
         edit = parse_instruction(instruction, FULL_LEXICON)
         before_scene = decode(before) if before is not None else Scene.empty()
         try:
             semantics = semantic_consistency(edit, before_scene, decode(after))
-        except ValueError as error:
-            raise ValueError(f"instruction {instruction!r} does not apply: {error}") from None
+        except ValueError:
+            semantics = 0.0
         return JudgeScore(semantics, perceptual_quality(after, self.artifact_tolerance))
 
     def score_batch(

@@ -110,8 +110,12 @@ def test_score_batch_matches_score() -> None:
         judge.score_batch(instructions, afters[:2])
 
 
-def test_unusable_instructions_raise_naming_the_instruction() -> None:
+def test_unparseable_instruction_raises_naming_it() -> None:
     with pytest.raises(ValueError, match="'paint it black'"):
         judge.score("paint it black", render(BEFORE))
-    with pytest.raises(ValueError, match="'make the triangle red' does not apply"):
-        judge.score("make the triangle red", render(BEFORE), render(BEFORE))
+
+
+def test_instruction_that_does_not_apply_to_the_before_scene_scores_zero_semantics() -> None:
+    score = judge.score("make the triangle red", render(BEFORE), render(BEFORE))
+    assert score.semantics == 0.0
+    assert score.quality == 10.0
