@@ -1,0 +1,1 @@
+"""Training data on disk: Hugging Face `datasets` (parquet with PNG image cells), validated."""
