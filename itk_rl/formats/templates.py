@@ -1,4 +1,4 @@
-"""Prompt templates for the planner and the critic, as plain text files.
+"""Prompt templates for the planner, the critic and the VLM judge, as plain text files.
 
 A checkpoint only works with the prompts it was trained on, so templates are files a user can
 point at (`load_template("path/to/critic.txt")`) as well as packaged ones (`"critic"`). A file
@@ -26,6 +26,10 @@ from typing import Any
 ROLE_PLACEHOLDERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "planner": (frozenset({"request"}), frozenset({"num_images"})),
     "critic": (frozenset({"original_prompt", "used_prompt"}), frozenset()),
+    # The judge's semantic consistency (SC) sees the instruction; its perceptual quality (PQ)
+    # must not, since PQ is judged on the image alone.
+    "judge_semantics": (frozenset({"instruction"}), frozenset()),
+    "judge_quality": (frozenset(), frozenset()),
 }
 
 _SYSTEM_MARK = "=== system ==="

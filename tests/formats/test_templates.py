@@ -17,7 +17,14 @@ Asked: $original_prompt / used: ${used_prompt}
 
 
 def test_packaged_templates_load() -> None:
-    assert packaged_template_names() == ["critic", "critic_testbed", "planner"]
+    assert packaged_template_names() == [
+        "critic",
+        "critic_testbed",
+        "judge_edit",
+        "judge_quality",
+        "judge_text_to_image",
+        "planner",
+    ]
     for name, role in [("critic", "critic"), ("critic_testbed", "critic"), ("planner", "planner")]:
         template = load_template(name)
         assert (template.name, template.role) == (name, role)
@@ -46,7 +53,7 @@ def test_missing_file_names_the_path_and_the_packaged_names(tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError) as info:
         load_template(str(missing))
     assert str(missing) in str(info.value)
-    assert "critic, critic_testbed, planner" in str(info.value)
+    assert "critic, critic_testbed, judge_edit" in str(info.value)
     with pytest.raises(FileNotFoundError, match="packaged templates"):
         load_template("critc")
 
