@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import requests
 
-from itk_rl.formats.images import check_image, encode_png
+from itk_rl.formats.images import encode_png
 from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.rollout.validation import check_batch
 
 _MAX_ERROR_CHARS = 500
 # Failures worth another try: the server is busy, restarting or unreachable for a moment.
@@ -119,10 +120,7 @@ class OpenAIChatEngine:
         self, requests: Sequence[ChatRequest], params: SamplingParams
     ) -> list[list[Completion]]:
         """`params.n` completions per request, in input order. Validates all before sending."""
-        for index, request in enumerate(requests):
-            _check_request(index, request)
-        if params.n < 1:
-            raise ValueError(f"SamplingParams.n must be >= 1, got {params.n}")
+        check_batch(requests, params)
         pool = self._executor()
         futures = [pool.submit(self._complete, request, params) for request in requests]
         try:
@@ -215,35 +213,6 @@ class OpenAIChatEngine:
         if len(message) > _MAX_ERROR_CHARS:
             message = message[:_MAX_ERROR_CHARS] + "…"
         return message
-
-
-def _check_request(index: int, request: ChatRequest) -> None:
-    """Fails before anything is sent: a half-sent batch wastes server time and hides the cause."""
-    placeholders = 0
-    for message in request.messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            continue
-        if not isinstance(content, (list, tuple)):
-            raise ValueError(f"request {index}: message content must be a str or a list of parts")
-        for part in content:
-            kind = part.get("type")
-            if kind == "image":
-                if set(part) != {"type"}:
-                    raise ValueError(
-                        f"request {index}: image parts must be bare placeholders "
-                        f"{{'type': 'image'}} filled from ChatRequest.images, got keys {set(part)}"
-                    )
-                placeholders += 1
-            elif kind != "text":
-                raise ValueError(f"request {index}: unsupported content part type {kind!r}")
-    if placeholders != len(request.images):
-        raise ValueError(
-            f"request {index}: {placeholders} image placeholder(s) in messages but "
-            f"{len(request.images)} image(s) in ChatRequest.images"
-        )
-    for k, image in enumerate(request.images):
-        check_image(image, f"request {index}, image {k}")
 
 
 def _openai_messages(request: ChatRequest) -> list[dict[str, Any]]:

@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+# First: applies the torchvision CPU work-around before any test module imports transformers.
+import itk_rl  # noqa: F401
+
 if TYPE_CHECKING:
     from itk_rl.tiny import TinyModelPaths
 
