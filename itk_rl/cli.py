@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _tiny_models(args: argparse.Namespace) -> None:
-    from itk_rl.testbed.lexicon import corpus
+    from itk_rl.testbed.tasks import corpus
     from itk_rl.tiny import build_tiny_models
 
     text_corpus = list(corpus()) if args.tokenizer == "word" else None
@@ -22,6 +22,23 @@ def _tiny_models(args: argparse.Namespace) -> None:
     )
     for name, path in vars(paths).items():
         print(f"{name}: {path}")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from itk_rl.generate import RecipeError, generate_command
+
+    def log(line: str) -> None:
+        print(f"[itk] {line}", file=sys.stderr, flush=True)
+
+    words = list(args.words)
+    text = None if args.batch is not None or not words else words.pop(0)
+    try:
+        return generate_command(
+            text, args.image, args.batch, args.out, args.config_name, words, log
+        )
+    except (RecipeError, ValueError, FileNotFoundError) as exc:
+        print(f"itk generate: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +58,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("--seed", type=int, default=0, help="seed for the random weights")
     tiny.set_defaults(run=_tiny_models)
+
+    gen = commands.add_parser(
+        "generate",
+        help="run planner -> generator -> critic on a request; write a run folder (page, "
+        "trajectory, images)",
+        description="Run the interleaved pipeline of a recipe on one request, or on a JSONL "
+        "batch. Hydra overrides follow the request, e.g. generator.misrender_prob=0.5 "
+        "critic=none.",
+    )
+    gen.add_argument(
+        "words",
+        nargs="*",
+        metavar="REQUEST [OVERRIDE ...]",
+        help="the request text (omit with --batch), then Hydra overrides (key=value)",
+    )
+    gen.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="an input image for the request (repeat for several)",
+    )
+    gen.add_argument(
+        "--batch",
+        metavar="FILE",
+        help='JSONL of {"id", "text", "images"} requests; resumable (finished ids are skipped)',
+    )
+    gen.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run folder (default itk_runs/<time>-<request>); with --batch, the folder of "
+        "the run folders",
+    )
+    gen.add_argument(
+        "--config-name",
+        default="generate_testbed",
+        help="recipe from itk_rl.recipes: generate_testbed (default), generate_real, generate_tiny",
+    )
+    gen.set_defaults(run=_generate)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.run(args)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # Hydra overrides may come after options (`itk generate "…" --image a.png x=1`): keep the
+    # leftovers of `generate` as more words; anything else left over is an error.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [word for word in extra if word.startswith("-")]
+    if extra and (args.command != "generate" or unknown):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.words = [*args.words, *extra]
+    return args.run(args) or 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
