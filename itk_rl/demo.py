@@ -3,8 +3,9 @@
 Builds the tiny models offline (a word-level tokenizer trained on the testbed corpus, tiny
 Qwen2.5-VL / Qwen3-VL, a tiny FLUX.2-klein), then renders each sampled testbed task's
 ground-truth plan step by step — step 1 text-to-image, every later step an edit of the previous
-step's image — and scores every step with the judge. Each task is written as a trajectory
-(`trajectory.json` + PNG files) and the scores are summed up in `summary.json`.
+step's image — and scores every step with the judge. Each task is written as a run folder
+(`index.html` to look at, `trajectory.json`, PNG files) and the scores are summed up in
+`summary.json`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from itk_rl.formats import (
     format_planner_answer,
     parse_planner_output,
 )
+from itk_rl.output import RunFolder
+from itk_rl.page import FINISHED, RunStatus
 from itk_rl.rollout.generator import ImageGenerator, RenderRequest
 from itk_rl.testbed import TestbedJudge, TestbedTask, corpus
 from itk_rl.tiny import build_tiny_models
+
+PAGE_NOTES = {"plan": "ground truth", "critic": "none (one attempt per step, judged)"}
 
 
 def render_ground_truth(
@@ -75,10 +80,8 @@ def run(cfg: DictConfig) -> Path:
     trajectories = []
     for index, task in enumerate(tasks):
         trajectory = render_ground_truth(task, generator, judge, seed=1000 * index)
-        task_dir = out / "tasks" / f"task_{index:03d}"
-        task_dir.mkdir(parents=True, exist_ok=True)
-        data = trajectory.to_json_dict(task_dir / "images")
-        (task_dir / "trajectory.json").write_text(json.dumps(data, indent=2))
+        folder = RunFolder(out / "tasks" / f"task_{index:03d}", task.request, PAGE_NOTES)
+        folder.write(trajectory, RunStatus(FINISHED, f"rendered {len(trajectory.steps)} step(s)"))
         overall = [f"{record.final.score.overall:.1f}" for record in trajectory.steps]
         print(f"[demo] task {index + 1}/{len(tasks)}: steps scored {', '.join(overall)}")
         trajectories.append(trajectory)
