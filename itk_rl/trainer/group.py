@@ -1,0 +1,129 @@
+"""W `TrainerWorker` Ray actors forming one FSDP2 group, driven as one object.
+
+The group reserves one placement-group bundle per rank (`{"CPU": num_cpus, "GPU": num_gpus}`
+from the trainer config, packed onto as few nodes as possible), starts rank 0's rendezvous on
+a free port of rank 0's node, and fans each call out to every rank with that rank's share of
+the batch. Ranks get contiguous, near-equal shares; results come back in the caller's order.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from itk_rl.trainer.batch import TrainSample
+from itk_rl.trainer.config import TrainerConfig
+from itk_rl.trainer.worker import TrainerWorker
+
+TrainerActor = ray.remote(TrainerWorker)
+
+
+def _rendezvous_address() -> tuple[str, int]:
+    """This node's IP and a port free on it right now (rank 0 binds it moments later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    return ray.util.get_node_ip_address(), port
+
+
+class TrainerGroup:
+    """The trainer as the driver sees it: every method runs on all ranks and waits for them."""
+
+    def __init__(self, model_path: str, config: dict[str, Any]) -> None:
+        self.config = TrainerConfig.from_dict(config)
+        size = self.config.world_size
+        bundle = {"CPU": self.config.num_cpus}
+        if self.config.num_gpus:
+            bundle["GPU"] = self.config.num_gpus
+        self.placement_group = placement_group([dict(bundle) for _ in range(size)], "PACK")
+        ray.get(self.placement_group.ready())
+
+        def on_bundle(index: int) -> PlacementGroupSchedulingStrategy:
+            return PlacementGroupSchedulingStrategy(self.placement_group, index)
+
+        address = ray.remote(_rendezvous_address).options(
+            num_cpus=0, scheduling_strategy=on_bundle(0)
+        )
+        master_addr, master_port = ray.get(address.remote())
+        self.workers = [
+            TrainerActor.options(
+                num_cpus=self.config.num_cpus,
+                num_gpus=self.config.num_gpus,
+                scheduling_strategy=on_bundle(rank),
+            ).remote(rank, size, master_addr, master_port, str(model_path), dict(config))
+            for rank in range(size)
+        ]
+        self._all("ping")  # raises here if any rank failed to start
+
+    @property
+    def world_size(self) -> int:
+        return len(self.workers)
+
+    def _all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        return ray.get([getattr(w, method).remote(*args, **kwargs) for w in self.workers])
+
+    def _shares(self, n: int) -> list[np.ndarray]:
+        if n < self.world_size:
+            raise ValueError(f"a batch of {n} cannot feed {self.world_size} trainer ranks")
+        return np.array_split(np.arange(n), self.world_size)
+
+    def _scatter(self, method: str, columns: Sequence[Sequence | None], **kwargs: Any) -> list:
+        """Call `method` on each rank with its rows of every column (None stays None)."""
+        n = len(columns[0])
+        futures = []
+        for worker, rows in zip(self.workers, self._shares(n), strict=True):
+            args = [None if c is None else [c[i] for i in rows] for c in columns]
+            futures.append(getattr(worker, method).remote(*args, **kwargs))
+        return ray.get(futures)
+
+    def compute_logprobs(
+        self, samples: Sequence[TrainSample], *, reference: bool = False
+    ) -> list[np.ndarray]:
+        """Per-sample `[len(response_ids)]` log-probs (policy, or reference), in input order."""
+        shares = self._scatter("compute_logprobs", [samples], reference=reference)
+        return [row for share in shares for row in share]
+
+    def update(
+        self,
+        samples: Sequence[TrainSample],
+        advantages: np.ndarray,
+        old_logprobs: Sequence[np.ndarray] | None = None,
+        ref_logprobs: Sequence[np.ndarray] | None = None,
+    ) -> dict[str, float]:
+        """PPO update on the whole batch; metrics are already averaged over ranks."""
+        advantages = list(np.asarray(advantages, dtype=np.float32))
+        columns = [samples, advantages, old_logprobs, ref_logprobs]
+        metrics = self._scatter("update", columns)
+        return metrics[0]
+
+    def sft_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
+        return self._scatter("sft_step", [samples])[0]
+
+    def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
+        """Full weights, gathered once (on rank 0)."""
+        return self._all("state_dict_for_sync")[0]
+
+    def save_checkpoint(self, directory: str, extra: dict[str, Any] | None = None) -> str:
+        return self._all("save_checkpoint", str(directory), extra)[0]
+
+    def load_checkpoint(self, directory: str) -> dict[str, Any]:
+        return self._all("load_checkpoint", str(directory))[0]
+
+    def export(self, directory: str) -> str:
+        return self._all("export", str(directory))[0]
+
+    def shutdown(self) -> None:
+        """Leave the process group on every rank, then free the actors and their bundles."""
+        try:
+            self._all("shutdown")
+        finally:
+            for worker in self.workers:
+                ray.kill(worker)
+            remove_placement_group(self.placement_group)
