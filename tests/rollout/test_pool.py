@@ -1,0 +1,204 @@
+"""The generator pool on a local Ray cluster, with the testbed generator.
+
+Test-only components are passed as classes in `_target_` and this module is pickled by value:
+Ray workers cannot import test modules by name (pytest's importlib mode, and a `tests`
+package from site-packages shadows ours).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+import ray
+
+from itk_rl.rollout.generator import RenderRequest
+from itk_rl.rollout.pool import GeneratorPool, request_key
+from itk_rl.testbed import TestbedGenerator
+from itk_rl.testbed.render import render
+from itk_rl.testbed.scene import Scene, ShapeObject
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+GENERATOR = {"_target_": "itk_rl.testbed.TestbedGenerator", "image_size": 32, "artifact_prob": 0.5}
+BEFORE = render(Scene.of(left=ShapeObject("circle", "red", "large")), (32, 32))
+PROMPTS = ["draw a blue square on the right", "draw a crimson disc in the middle"]
+EDITS = ["make the circle green", "move the circle to the right", "add a yellow triangle"]
+
+
+def requests(count: int, offset: int = 0) -> list[RenderRequest]:
+    """`count` distinct requests, text-to-image and edits of `BEFORE`, seeds from `offset`."""
+    out = []
+    for i in range(offset, offset + count):
+        if i % 2:
+            out.append(RenderRequest(EDITS[i % len(EDITS)], (BEFORE.copy(),), seed=i))
+        else:
+            out.append(RenderRequest(PROMPTS[i % len(PROMPTS)], seed=i))
+    return out
+
+
+def local(requests: Sequence[RenderRequest], config: dict = GENERATOR) -> list[np.ndarray]:
+    kwargs = {key: value for key, value in config.items() if key != "_target_"}
+    return TestbedGenerator(**kwargs)(requests)
+
+
+def make_pool(**overrides: object) -> GeneratorPool:
+    options = {
+        "generator_config": GENERATOR,
+        "num_actors": 2,
+        "num_cpus": 0.5,
+        "num_gpus": 0,
+        "max_batch_size": 4,
+        "max_wait_s": 0.0,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+    }
+    return GeneratorPool(**{**options, **overrides})
+
+
+@pytest.fixture(scope="module")
+def pool(ray_local: None) -> Iterator[GeneratorPool]:
+    """Two actors, batches of up to 8, shared by the tests that kill nothing."""
+    with make_pool(max_batch_size=8, max_wait_s=0.2) as pool:
+        yield pool
+
+
+def test_pool_renders_what_the_generator_renders_in_order(pool: GeneratorPool) -> None:
+    batch = requests(11)
+    pool.reset_stats()
+    images = pool.render(batch, timeout=60)
+    stats = pool.stats()
+    assert len(images) == len(batch)
+    for got, want in zip(images, local(batch), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert stats["served"] == stats["requests"] == 11 and stats["failed"] == 0
+    assert (stats["batches"], stats["mean_batch_size"]) == (2, 5.5)  # 8 at once, 3 after 0.2 s
+    fractions = [actor["busy_fraction"] for actor in stats["actors"]]
+    assert all(0.0 <= f <= 1.0 for f in fractions) and sum(fractions) > 0
+
+
+def test_concurrent_single_requests_are_batched(pool: GeneratorPool) -> None:
+    batch, start = requests(24, offset=50), threading.Barrier(24)
+    results: dict[int, np.ndarray] = {}
+
+    def caller(i: int) -> None:
+        start.wait()
+        results[i] = pool.render([batch[i]], timeout=60)[0]
+
+    pool.reset_stats()
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = pool.stats()
+    assert [results[i].tobytes() for i in range(24)] == [x.tobytes() for x in local(batch)]
+    assert stats["requests"] == 24 and stats["batches"] <= 6, stats  # 3 when none times out
+    assert stats["mean_batch_size"] >= 4
+
+
+def test_identical_requests_are_rendered_once(ray_local: None) -> None:
+    first = RenderRequest("make the circle blue", (BEFORE,), seed=7)
+    same = RenderRequest("make the circle blue", (BEFORE.copy(),), seed=7)  # equal pixels
+    other = RenderRequest("make the circle blue", (BEFORE,), seed=8)
+    assert request_key(first) == request_key(same) != request_key(other)
+    # a batch of 2 leaves only when full: `other` completes it only if `same` joined `first`
+    with make_pool(num_actors=1, max_batch_size=2, max_wait_s=30.0) as pool:
+        futures = pool.submit([first]) + pool.submit([same]) + pool.submit([other])
+        images = [future.result(timeout=60) for future in futures]
+        stats = pool.stats()
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit([first])
+    np.testing.assert_array_equal(images[0], images[1])
+    np.testing.assert_array_equal(images[0], local([first])[0])
+    assert (stats["requests"], stats["deduplicated"], stats["served"]) == (3, 1, 2)
+    assert stats["batches"] == 1
+
+
+class Gate:
+    """A named actor the test and a generator meet at: counts arrivals, holds calls until open."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.changed = asyncio.Condition()
+        self.opened = asyncio.Event()
+
+    async def arrive(self, what: str) -> None:
+        async with self.changed:
+            self.counts[what] += 1
+            self.changed.notify_all()
+
+    async def reached(self, what: str, count: int) -> int:
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.counts[what] >= count)
+            return self.counts[what]
+
+    async def count(self, what: str) -> int:
+        return self.counts[what]
+
+    async def open(self) -> None:
+        self.opened.set()
+
+    async def passage(self) -> None:
+        await self.opened.wait()
+
+
+class GatedGenerator(TestbedGenerator):
+    """The testbed generator, but each call reports to the gate and waits for it to open."""
+
+    def __init__(self, gate: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.gate = ray.get_actor(gate)
+        ray.get(self.gate.arrive.remote("build"))
+
+    def __call__(self, requests: Sequence[RenderRequest]) -> list[np.ndarray]:
+        ray.get(self.gate.arrive.remote("call"))
+        ray.get(self.gate.passage.remote())
+        return super().__call__(requests)
+
+
+def test_generator_killed_mid_batch_is_restarted_and_nothing_is_lost(ray_local: None) -> None:
+    name = f"gate-{uuid.uuid4().hex}"
+    gate = ray.remote(Gate).options(name=name).remote()
+    config = {**GENERATOR, "_target_": GatedGenerator, "gate": name}
+    batch = requests(4)
+    with make_pool(
+        generator_config=config, num_actors=1, max_restarts=1, max_task_retries=1
+    ) as pool:
+        futures = pool.submit(batch)
+        ray.get(gate.reached.remote("call", 1))  # the batch is inside the generator
+        ray.kill(pool.actors[0], no_restart=False)
+        ray.get(gate.reached.remote("build", 2))  # the old process is gone: restarted
+        ray.get(gate.open.remote())
+        images = [future.result(timeout=60) for future in futures]
+        stats = pool.stats()
+    for got, want in zip(images, local(batch), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert ray.get(gate.count.remote("call")) == 2  # the killed call, re-run once by Ray
+    assert (stats["served"], stats["failed"], stats["batches"]) == (4, 0, 1)
+    ray.kill(gate)
+
+
+def test_batch_of_an_actor_gone_for_good_goes_to_another(ray_local: None) -> None:
+    name = f"gate-{uuid.uuid4().hex}"
+    gate = ray.remote(Gate).options(name=name).remote()
+    config = {**GENERATOR, "_target_": GatedGenerator, "gate": name}
+    batch = requests(4)
+    with make_pool(generator_config=config, max_batch_size=4) as pool:  # no restarts
+        futures = pool.submit(batch)
+        ray.get(gate.reached.remote("call", 1))  # inside the first actor (ties go to it)
+        ray.kill(pool.actors[0], no_restart=True)
+        ray.get(gate.open.remote())
+        images = [future.result(timeout=60) for future in futures]
+        stats = pool.stats()
+    for got, want in zip(images, local(batch), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert [actor["alive"] for actor in stats["actors"]] == [False, True]
+    assert stats["actors"][1]["items"] == 4 and (stats["served"], stats["failed"]) == (4, 0)
+    ray.kill(gate)

@@ -1,0 +1,137 @@
+"""Rollout workers on a local Ray cluster, with a scripted engine that shows who answered.
+
+Test-only components are passed as classes in `_target_` and this module is pickled by value:
+Ray workers cannot import test modules by name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import ray
+
+from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.rollout.workers import RolloutWorkers, shard_bounds
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class ScriptedEngine:
+    """A scripted `VLMEngine`: completion k of a request reads
+    `"<engine id>|<weights tag>|<loads>|<request text>|<k>"`, so a test sees which engine
+    answered with which weights. A request text "crash" kills the process once (the first
+    time only: `crash_marker` is created before dying), as a worker dying mid-rollout.
+    """
+
+    def __init__(self, crash_marker: str = "") -> None:
+        self.engine_id = uuid.uuid4().hex[:8]
+        self.weights, self.loads = "initial", 0
+        self.crash_marker = crash_marker
+
+    def generate(
+        self, requests: Sequence[ChatRequest], params: SamplingParams
+    ) -> list[list[Completion]]:
+        texts = [request.messages[0]["content"][0]["text"] for request in requests]
+        if "crash" in texts and not os.path.exists(self.crash_marker):
+            Path(self.crash_marker).touch()
+            os._exit(1)
+        prefix = f"{self.engine_id}|{self.weights}|{self.loads}"
+        return [[Completion(f"{prefix}|{text}|{k}") for k in range(params.n)] for text in texts]
+
+    def update_weights(self, state_dict: dict[str, Any]) -> int:
+        self.weights, self.loads = str(state_dict["tag"]), self.loads + 1
+        return len(state_dict)
+
+
+def chat(text: str) -> ChatRequest:
+    return ChatRequest(({"role": "user", "content": [{"type": "text", "text": text}]},))
+
+
+def fields(completions: list[list[Completion]]) -> list[list[list[str]]]:
+    return [[c.text.split("|") for c in group] for group in completions]
+
+
+def make_workers(**overrides: Any) -> RolloutWorkers:
+    options = {
+        "engine_config": {"_target_": ScriptedEngine},
+        "num_workers": 2,
+        "num_cpus": 0.5,
+        "num_gpus": 0,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+    }
+    return RolloutWorkers(**{**options, **overrides})
+
+
+def test_shard_bounds_are_contiguous_and_balanced() -> None:
+    assert shard_bounds(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert shard_bounds(2, 3) == [(0, 1), (1, 2)]
+    assert shard_bounds(0, 3) == []
+
+
+@pytest.fixture(scope="module")
+def workers(ray_local: None) -> Iterator[RolloutWorkers]:
+    """Two workers, shared by the tests that do not kill any (starting them takes seconds)."""
+    with make_workers() as workers:
+        yield workers
+
+
+def test_generate_splits_across_workers_and_keeps_order(workers: RolloutWorkers) -> None:
+    requests = [chat(f"request {i}") for i in range(5)]
+    rows = fields(workers.generate(requests, SamplingParams(n=2)))
+    assert [[(r[3], r[4]) for r in group] for group in rows] == [
+        [(f"request {i}", "0"), (f"request {i}", "1")] for i in range(5)
+    ]
+    engines = [group[0][0] for group in rows]
+    assert all(len({r[0] for r in group}) == 1 for group in rows)  # a request stays on one
+    assert engines == [engines[0]] * 3 + [engines[3]] * 2 and engines[0] != engines[3]
+
+
+def test_update_weights_reaches_every_worker_once(workers: RolloutWorkers) -> None:
+    requests = [chat(f"request {i}") for i in range(6)]
+    with pytest.raises(TypeError, match="ObjectRef"):
+        workers.update_weights({"tag": "v1"})
+    start = workers.weights_version
+    assert workers.update_weights(ray.put({"tag": "v1", "w": np.arange(4)})) == start + 1
+    assert workers.worker_versions() == [start + 1] * 2
+    after_one = fields(workers.generate(requests, SamplingParams()))
+    assert workers.update_weights(ray.put({"tag": "v2"})) == start + 2
+    after_two = fields(workers.generate(requests, SamplingParams()))
+    assert workers.worker_versions() == [start + 2] * 2
+    # every worker loaded each state dict exactly once (`loads` counts calls on the engine)
+    assert {tuple(group[0][1:3]) for group in after_one} == {("v1", str(start + 1))}
+    assert {tuple(group[0][1:3]) for group in after_two} == {("v2", str(start + 2))}
+    assert len({group[0][0] for group in after_two}) == 2
+
+
+def test_rollout_submitted_before_an_update_samples_the_old_weights(
+    workers: RolloutWorkers,
+) -> None:
+    requests = [chat(f"request {i}") for i in range(4)]
+    workers.update_weights(ray.put({"tag": "old"}))
+    future = workers.submit(requests, SamplingParams())  # staleness 1: overlaps the update
+    workers.update_weights(ray.put({"tag": "new"}))
+    assert {group[0][1] for group in fields(future.result(timeout=60))} == {"old"}
+    assert {group[0][1] for group in fields(workers.generate(requests, SamplingParams()))} == {
+        "new"
+    }
+
+
+def test_restarted_worker_gets_the_latest_weights_back(ray_local: None, tmp_path: Path) -> None:
+    config = {"_target_": ScriptedEngine, "crash_marker": str(tmp_path / "crashed")}
+    requests = [chat(text) for text in ("a", "b", "crash", "d")]
+    with make_workers(engine_config=config, max_restarts=1, max_task_retries=1) as workers:
+        workers.update_weights(ray.put({"tag": "v1"}))
+        rows = fields(workers.generate(requests, SamplingParams()))
+        versions = workers.worker_versions()
+    assert (tmp_path / "crashed").exists()  # the second worker died mid-generate
+    assert [group[0][3] for group in rows] == ["a", "b", "crash", "d"]
+    assert {tuple(group[0][1:3]) for group in rows} == {("v1", "1")}  # restored, loaded once
+    assert versions == [1, 1]
