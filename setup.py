@@ -57,7 +57,10 @@ setup(
         "itk_rl.rollout": "rollout",
         "itk_rl.recipes": "recipes",
     },
-    package_data={"itk_rl": ["formats/templates/*.txt"], "itk_rl.recipes": ["*.yaml", "*/*.yaml"]},
+    package_data={
+        "itk_rl": ["formats/templates/*.txt", "data/banks/*.yaml"],
+        "itk_rl.recipes": ["*.yaml", "*/*.yaml"],
+    },
     install_requires=REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["itk = itk_rl.cli:main"]},

@@ -1,30 +1,67 @@
 """Critic records (`CriticSample`) as a parquet file of a Hugging Face dataset.
 
-Loading validates every row up front, so a bad record stops a run before any actor starts and
-the error names the file, the row and the field — not a shape mismatch twenty steps later.
+Critic-RL files hold exactly the `CriticSample` fields; Critic-SFT files add `target`, the
+critic's answer text to learn (`format_critic_answer`). Loading validates every row up front,
+so a bad record stops a run before any actor starts and the error names the file, the row and
+the field — not a shape mismatch twenty steps later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from itk_rl.formats.images import RecordError
 from itk_rl.formats.records import CriticSample, critic_sample_features
 
+if TYPE_CHECKING:
+    import datasets
 
-def save_critic_records(samples: Sequence[CriticSample], path: str | Path) -> Path:
-    """Write `samples` to the parquet file `path` (written to a temp name, then renamed)."""
+TARGET = "target"
+
+
+def write_parquet(
+    rows: Sequence[dict[str, Any]], features: datasets.Features, path: str | Path
+) -> Path:
+    """Write `rows` as a parquet dataset file (to a temp name, then renamed: never half a file)."""
     import datasets
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [sample.to_row() for sample in samples]
-    dataset = datasets.Dataset.from_list(rows, features=critic_sample_features())
+    if rows:
+        dataset = datasets.Dataset.from_list(list(rows), features=features)
+    else:  # from_list cannot take the features of an empty list
+        dataset = datasets.Dataset.from_dict({key: [] for key in features}, features=features)
     partial = path.with_name(path.name + ".partial")
     dataset.to_parquet(str(partial))
     partial.replace(path)
     return path
+
+
+def read_parquet(path: str | Path, features: datasets.Features, what: str) -> datasets.Dataset:
+    """A parquet dataset file with every column of `features`; errors name the file."""
+    import datasets
+    import pyarrow.parquet
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
+    try:
+        # Through pyarrow rather than `Dataset.from_parquet`, which refuses a file of no rows;
+        # the features (images included) come from the file's `huggingface` schema metadata.
+        dataset = datasets.Dataset(pyarrow.parquet.read_table(str(path)))
+    except Exception as error:  # arrow/datasets raise many types for a broken file
+        raise RecordError(f"{path}: not a readable parquet dataset ({error})") from error
+    missing = set(features) - set(dataset.column_names)
+    if missing:
+        raise RecordError(f"{path}: missing column(s) {sorted(missing)}")
+    return dataset
+
+
+def save_critic_records(samples: Sequence[CriticSample], path: str | Path) -> Path:
+    """Write `samples` to the parquet file `path` (written to a temp name, then renamed)."""
+    return write_parquet([s.to_row() for s in samples], critic_sample_features(), path)
 
 
 def load_critic_records(path: str | Path) -> list[CriticSample]:
@@ -32,16 +69,34 @@ def load_critic_records(path: str | Path) -> list[CriticSample]:
 
     Raises FileNotFoundError naming the path, or RecordError naming the row and field.
     """
+    dataset = read_parquet(path, critic_sample_features(), "critic records")
+    return [CriticSample.from_row(row, where=f"{path} row {i}") for i, row in enumerate(dataset)]
+
+
+def critic_sft_features() -> datasets.Features:
+    """`critic_sample_features()` plus `target`: the critic answer text to learn."""
     import datasets
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"critic records file not found: {str(path)!r}")
-    try:
-        dataset = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
-    except Exception as error:  # arrow/datasets raise many types for a broken file
-        raise RecordError(f"{path}: not a readable parquet dataset ({error})") from error
-    missing = set(critic_sample_features()) - set(dataset.column_names)
-    if missing:
-        raise RecordError(f"{path}: missing column(s) {sorted(missing)}")
-    return [CriticSample.from_row(row, where=f"{path} row {i}") for i, row in enumerate(dataset)]
+    return datasets.Features({**critic_sample_features(), TARGET: datasets.Value("string")})
+
+
+def save_critic_sft_records(
+    samples: Sequence[CriticSample], targets: Sequence[str], path: str | Path
+) -> Path:
+    """Write Critic-SFT records: each sample's fields and its target text."""
+    if len(samples) != len(targets):
+        raise ValueError(f"{len(samples)} samples but {len(targets)} targets")
+    rows = [{**s.to_row(), TARGET: t} for s, t in zip(samples, targets, strict=True)]
+    return write_parquet(rows, critic_sft_features(), path)
+
+
+def load_critic_sft_records(path: str | Path) -> list[tuple[CriticSample, str]]:
+    """Read and validate a Critic-SFT parquet file: (sample, target text) per row."""
+    dataset = read_parquet(path, critic_sft_features(), "critic SFT records")
+    records = []
+    for i, row in enumerate(dataset):
+        target = row[TARGET]
+        if not isinstance(target, str) or not target:
+            raise RecordError(f"{path} row {i}.{TARGET}: expected the answer text, got {target!r}")
+        records.append((CriticSample.from_row(row, where=f"{path} row {i}"), target))
+    return records

@@ -9,7 +9,9 @@ pipeline, its parsers and its run folder run on a CPU without any trained model.
   ground-truth plan (what `TaskSampler` would have written for it).
 - `TestbedOracleCritic` decodes the before and after images, scores the after-image against
   the step's *original* prompt with the exact judge, and on failure answers with the original
-  prompt rewritten in core words (`canonicalize`): the refinement a perfect critic writes.
+  prompt rewritten in core words (`canonicalize`): the refinement a perfect critic writes. With
+  `canonical_rate` < 1 it is an imperfect teacher (DESIGN §5): some refinements are paraphrases
+  in out-of-vocabulary words, which the generator may misrender again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import re
 import string
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from itk_rl.formats import (
     CriticVerdict,
@@ -32,7 +36,8 @@ from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
 from itk_rl.rollout.validation import check_batch
 from itk_rl.testbed.edits import apply
 from itk_rl.testbed.judge import TestbedJudge
-from itk_rl.testbed.parser import canonicalize, parse_instruction
+from itk_rl.testbed.lexicon import FULL_LEXICON
+from itk_rl.testbed.parser import canonicalize, format_edit, parse_instruction
 from itk_rl.testbed.render import decode
 from itk_rl.testbed.scene import Scene, describe
 
@@ -167,15 +172,25 @@ class TestbedOracleCritic:
     Args:
         template: the critic prompt template the pipeline uses, to read the prompts back.
         min_quality: lowest perceptual quality (0–10) accepted.
+        canonical_rate: chance that a refinement is written in core words; otherwise it is a
+            paraphrase with a synonym for every word that has one (decided per request from
+            its seed, so a run is repeatable). Below 1 the teacher is imperfect, so teacher
+            data holds refinements that fail as well as ones that work.
     """
 
     __test__ = False  # not a pytest class, despite the name
 
     def __init__(
-        self, template: str | PromptTemplate = "critic_testbed", min_quality: float = 10.0
+        self,
+        template: str | PromptTemplate = "critic_testbed",
+        min_quality: float = 10.0,
+        canonical_rate: float = 1.0,
     ) -> None:
+        if not 0.0 <= canonical_rate <= 1.0:
+            raise ValueError(f"canonical_rate must be in [0, 1], got {canonical_rate}")
         self.template = _as_template(template)
         self.min_quality = min_quality
+        self.canonical_rate = canonical_rate
         self.judge = TestbedJudge()
 
     def generate(
@@ -206,8 +221,24 @@ class TestbedOracleCritic:
             f"{seen} Expected: {describe(expected)}. Semantics {score.semantics:.1f}/10, "
             f"quality {score.quality:.1f}/10."
         )
+        rng = np.random.default_rng(request.seed or 0)
         try:
             refined = canonicalize(original, before_scene)
+            if rng.random() >= self.canonical_rate:
+                refined = paraphrase(refined, rng)
         except ValueError:
             refined = used
         return CriticVerdict(False, refined, reasoning)
+
+
+def paraphrase(text: str, rng: np.random.Generator) -> str:
+    """`text` (absolute places) with every attribute word that has synonyms replaced by a random
+    one: the same meaning, in words the testbed generator does not know."""
+
+    def choose(kind: str, value: str | int, plural: bool) -> str:
+        synonyms = FULL_LEXICON.synonyms(kind, value, plural)
+        if synonyms:
+            return synonyms[int(rng.integers(len(synonyms)))]
+        return FULL_LEXICON.spell(kind, value, plural)
+
+    return format_edit(parse_instruction(text, FULL_LEXICON), choose)

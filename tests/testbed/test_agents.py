@@ -13,7 +13,15 @@ from itk_rl.formats import (
 )
 from itk_rl.rollout.engine import ChatRequest, SamplingParams
 from itk_rl.rollout.generator import RenderRequest
-from itk_rl.testbed import Scene, ShapeObject, TaskSampler, TestbedGenerator, describe, render
+from itk_rl.testbed import (
+    Scene,
+    ShapeObject,
+    TaskSampler,
+    TestbedGenerator,
+    canonicalize,
+    describe,
+    render,
+)
 from itk_rl.testbed.agents import TestbedOracleCritic, TestbedScriptedPlanner, plan_request
 
 PLANNER = load_template("planner")
@@ -93,3 +101,26 @@ def test_critic_cannot_judge_an_instruction_that_does_not_apply():
     request = critic_request("make the circle blue", "make the circle blue", blank, blank)
     verdict = TestbedOracleCritic().verdict(request)
     assert verdict.success and "cannot judge" in verdict.reasoning
+
+
+def test_an_imperfect_critic_paraphrases_some_refinements():
+    """`canonical_rate` < 1: some refinements use synonyms, meaning the same (DESIGN §5)."""
+    generator = TestbedGenerator(misrender_prob=1.0)
+    critic = TestbedOracleCritic("critic_testbed", canonical_rate=0.5)
+    blank = white_canvas(48, 48)
+    original = "draw a crimson disc on the left"
+    wrong = generator([RenderRequest(original, seed=1)])[0]
+    messages = build_critic_messages(CRITIC, original, original)
+    refined = {
+        critic.verdict(ChatRequest(tuple(messages), (blank, wrong), seed=seed)).refine_prompt
+        for seed in range(20)
+    }
+    assert "draw a red circle on the left" in refined
+    paraphrases = refined - {"draw a red circle on the left"}
+    assert paraphrases, "some refinements should be paraphrases"
+    for text in paraphrases:
+        assert canonicalize(text) == "draw a red circle on the left"
+    again = critic.verdict(ChatRequest(tuple(messages), (blank, wrong), seed=3))
+    assert again == critic.verdict(ChatRequest(tuple(messages), (blank, wrong), seed=3))
+    with pytest.raises(ValueError, match="canonical_rate"):
+        TestbedOracleCritic(canonical_rate=1.5)
