@@ -41,6 +41,14 @@ from itk_rl.rollout.validation import check_batch
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+_VISION_TOKEN_ATTRS = (
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
+    "vision_end_token_id",
+)
+
+
 class TransformersEngine:
     """Loads `model` (a local folder or a hub id) once and continues batches of chats.
 
@@ -89,6 +97,15 @@ class TransformersEngine:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.eos_ids[0]
+        # Image/video placeholders in a response would be read as image slots when the response
+        # is fed back (RL training, a multi-turn chat): never sample them.
+        self.blocked_ids = sorted(
+            {
+                token_id
+                for name in _VISION_TOKEN_ATTRS
+                if (token_id := getattr(self.model.config, name, None)) is not None
+            }
+        )
         # Token ids only: the checkpoint's sampling defaults must not add logits processors.
         self.model.generation_config = GenerationConfig(
             bos_token_id=self.model.generation_config.bos_token_id,
@@ -126,7 +143,7 @@ class TransformersEngine:
     ) -> list[Completion]:
         """One left-padded `model.generate` call; row r samples with `seeds[r]`."""
         inputs = self._encode(requests)
-        sampler = _Sampler(params, seeds, self.device)
+        sampler = _Sampler(params, seeds, self.device, self.blocked_ids)
         config = GenerationConfig(
             do_sample=False,  # _Sampler has already chosen; generate's argmax takes its choice
             max_new_tokens=params.max_new_tokens,
@@ -202,16 +219,27 @@ class _Sampler(LogitsProcessor):
     Called by `generate` once per step with `scores` `[rows, vocab]` (float32 logits of the
     last position, no other processor before it); returns scores whose argmax is the draw.
     Rows that already finished keep drawing (generate pads them); callers cut at the first eos.
+    `blocked_ids` are never drawn (their logits are set to -inf before anything else).
     """
 
-    def __init__(self, params: SamplingParams, seeds: Sequence[int], device: torch.device) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        seeds: Sequence[int],
+        device: torch.device,
+        blocked_ids: Sequence[int] = (),
+    ) -> None:
         self.temperature, self.top_p = params.temperature, params.top_p
+        self.blocked_ids = list(blocked_ids)
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.tokens: list[list[int]] = [[] for _ in seeds]
         self.logprobs: list[list[float]] = [[] for _ in seeds]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()
+        if self.blocked_ids:
+            blocked = torch.tensor(self.blocked_ids, device=scores.device)
+            scores = scores.index_fill(-1, blocked, -float("inf"))
         if self.temperature == 0:
             logprobs = torch.log_softmax(scores, dim=-1)
             chosen = logprobs.argmax(dim=-1)

@@ -119,10 +119,16 @@ class TrainerGroup:
     def export(self, directory: str) -> str:
         return self._all("export", str(directory))[0]
 
-    def shutdown(self) -> None:
-        """Leave the process group on every rank, then free the actors and their bundles."""
+    def shutdown(self, timeout_s: float = 60.0) -> None:
+        """Leave the process group on every rank, then free the actors and their bundles.
+
+        After a rank failed mid-collective the others wait in it forever, so the clean exit
+        gets `timeout_s`; the actors are killed either way.
+        """
         try:
-            self._all("shutdown")
+            ray.get([w.shutdown.remote() for w in self.workers], timeout=timeout_s)
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
+            pass  # the group is unusable; killing its actors below is all that is left
         finally:
             for worker in self.workers:
                 ray.kill(worker)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.hf_engine import TransformersEngine, _top_p
+from itk_rl.rollout.hf_engine import TransformersEngine, _Sampler, _top_p
 
 FAMILIES = ["qwen2_5_vl", "qwen3_vl"]
 LM_HEAD_SCALE = 15.0  # logits std ~0.16 -> ~2.4: sampled log-probs spread over (-6, 0)
@@ -97,7 +97,8 @@ def sharp_engine(sharp_path: Path) -> TransformersEngine:
 def forward_logprobs(
     engine: TransformersEngine, request: ChatRequest, response: tuple[int, ...], temperature: float
 ) -> torch.Tensor:
-    """Log-probs of `response` `[num_tokens]` from one training-style forward pass.
+    """Log-probs of `response` `[num_tokens]` from one training-style forward pass, over the
+    distribution the engine samples from (its blocked vision-placeholder ids excluded).
 
     Encodes the prompt through the processor's tokenizing chat-template path (images inlined in
     the messages), not the engine's, so the two are checked against each other.
@@ -133,6 +134,7 @@ def forward_logprobs(
         ).logits
     prompt_len = inputs["input_ids"].shape[1]
     logits = logits[0, prompt_len - 1 : -1].float() / temperature
+    logits[:, engine.blocked_ids] = -float("inf")
     return torch.log_softmax(logits, dim=-1).gather(-1, response_ids[0].unsqueeze(-1)).squeeze(-1)
 
 
@@ -257,3 +259,20 @@ def test_invalid_requests_and_params_fail_before_running(engine: TransformersEng
         engine.generate([good], SamplingParams(temperature=-1.0))
     with pytest.raises(ValueError, match="n must be >= 1"):
         engine.generate([good], SamplingParams(n=0))
+
+
+def test_vision_placeholder_tokens_are_never_sampled(engine: TransformersEngine) -> None:
+    """A response holding an image placeholder would be read as an image slot when it is fed
+    back for training, so the engine blocks those ids even when they are the most likely."""
+    config = engine.model.config
+    assert set(engine.blocked_ids) >= {config.image_token_id, config.video_token_id}
+    scores = torch.zeros((2, engine.model.config.get_text_config().vocab_size))
+    scores[:, engine.blocked_ids] = 50.0  # by far the most likely tokens
+    for temperature in (0.0, 1.0):
+        sampler = _Sampler(
+            SamplingParams(temperature=temperature), [0, 1], torch.device("cpu"), engine.blocked_ids
+        )
+        for _ in range(20):
+            sampler(torch.zeros((2, 1), dtype=torch.long), scores.clone())
+        drawn = {token for row in sampler.tokens for token in row}
+        assert not drawn & set(engine.blocked_ids)

@@ -1,0 +1,293 @@
+"""One critic GRPO step as a flat list of named phases (driven by `itk_rl.train`).
+
+    sample batch → rollout (G responses per record) → parse → render refined prompts and judge
+    them (streaming) → rewards → advantages (verl's GRPO estimator) → policy update (FSDP)
+    → weight sync to the rollout workers
+
+Format and accuracy need only the parsed text; only the step-wise reward waits for a render,
+and each render goes to a judge the moment it is done (one thread per response chains the two
+futures), while the pools batch whatever is in flight. A render or judge call that still fails
+after `render_retries` further tries leaves that response out of the update and is counted;
+no reward is ever made up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+
+from itk_rl.formats import CriticVerdict, ParseResult, build_critic_messages, parse_critic_output
+from itk_rl.formats.records import CriticSample
+from itk_rl.formats.score import JudgeScore
+from itk_rl.formats.templates import PromptTemplate
+from itk_rl.metrics import SampleView
+from itk_rl.rewards.critic import (
+    RewardInputs,
+    RewardOutput,
+    needs_render,
+    refined_prompt_to_render,
+)
+from itk_rl.rewards.judge_pool import JudgePool
+from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.rollout.generator import RenderRequest
+from itk_rl.rollout.pool import GeneratorPool
+from itk_rl.rollout.workers import RolloutWorkers
+from itk_rl.trainer.batch import TrainSample
+from itk_rl.trainer.group import TrainerGroup
+from itk_rl.trainer.grpo import grpo_advantages
+
+RewardFn = Callable[[RewardInputs], RewardOutput]
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The algorithm's knobs for one step (recipe `algorithm`, `rollout.sampling`)."""
+
+    sampling: SamplingParams
+    render_refinements: bool = True
+    render_seed: int = 0
+    render_retries: int = 2
+    skip_zero_variance_groups: bool = True
+    norm_adv_by_std: bool = True
+    epsilon: float = 1e-6
+
+
+@dataclass
+class Response:
+    """One sampled critic response and everything computed about it."""
+
+    record: int  # index into the step's batch: responses of one record form a GRPO group
+    completion: Completion
+    parsed: ParseResult[CriticVerdict]
+    rerender: JudgeScore | None = None
+    render_failed: bool = False
+    reward: RewardOutput | None = None
+
+
+@dataclass
+class StepResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    views: list[SampleView] = field(default_factory=list)
+
+
+def rollout_seed(seed: int, step: int, index: int) -> int:
+    """A sampling seed per (run seed, step, record): reproducible, so resumed runs match."""
+    return int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0])
+
+
+def is_text_to_image(before: np.ndarray) -> bool:
+    """Step 1's before-image is a white canvas (DESIGN §1): its re-render is text-to-image."""
+    return bool(before.min() == 255)
+
+
+def rollout(
+    workers: RolloutWorkers,
+    template: PromptTemplate,
+    batch: Sequence[CriticSample],
+    sampling: SamplingParams,
+    seed: int,
+    step: int,
+) -> tuple[list[ChatRequest], list[Response]]:
+    """G = `sampling.n` responses per record, parsed (a bad output never raises here)."""
+    requests = [
+        ChatRequest(
+            messages=tuple(build_critic_messages(template, s.origin_prompt, s.rewritten_prompt)),
+            images=(s.origin_image, s.edited_image),
+            seed=rollout_seed(seed, step, index),
+        )
+        for index, s in enumerate(batch)
+    ]
+    groups = workers.generate(requests, sampling)
+    responses = [
+        Response(index, completion, parse_critic_output(completion.text))
+        for index, group in enumerate(groups)
+        for completion in group
+    ]
+    return requests, responses
+
+
+def render_and_judge(
+    generators: GeneratorPool,
+    judges: JudgePool,
+    batch: Sequence[CriticSample],
+    responses: Sequence[Response],
+    settings: StepSettings,
+) -> None:
+    """Re-render each refinement of a failed step from its before-image and judge it against
+    the *original* prompt; fills `rerender` or marks `render_failed`."""
+    todo = [r for r in responses if needs_render(batch[r.record])]
+    if not settings.render_refinements or not todo:
+        return
+
+    def score(response: Response) -> None:
+        sample = batch[response.record]
+        t2i = is_text_to_image(sample.origin_image)
+        request = RenderRequest(
+            refined_prompt_to_render(sample, response.parsed),
+            references=() if t2i else (sample.origin_image,),
+            seed=settings.render_seed,
+        )
+        before = None if t2i else sample.origin_image
+        for _ in range(settings.render_retries + 1):
+            try:
+                (image,) = [f.result() for f in generators.submit([request])]
+                judged = judges.submit(sample.origin_prompt, image, before).result()
+            except Exception:  # a crashed actor, a generator or judge error: try again
+                continue
+            if judged is not None:  # None: the judge's answer could not be read
+                response.rerender = judged
+                return
+        response.render_failed = True
+
+    with ThreadPoolExecutor(max_workers=min(64, len(todo))) as threads:
+        list(threads.map(score, todo))
+
+
+def compute_rewards(
+    reward_fn: RewardFn, batch: Sequence[CriticSample], responses: Sequence[Response]
+) -> None:
+    """The recipe's reward for every response whose inputs are complete."""
+    for response in responses:
+        if response.render_failed:
+            continue
+        inputs = RewardInputs(
+            batch[response.record], response.completion.text, response.parsed, response.rerender
+        )
+        response.reward = reward_fn(inputs)
+
+
+def train_samples(
+    requests: Sequence[ChatRequest], responses: Sequence[Response]
+) -> list[TrainSample]:
+    out = []
+    for response in responses:
+        if response.completion.token_ids is None:
+            raise ValueError(
+                "the rollout engine returned no token ids; GRPO needs an engine that does "
+                "(rollout.engine: TransformersEngine or VLLMEngine)"
+            )
+        request = requests[response.record]
+        out.append(TrainSample(request.messages, response.completion.token_ids, request.images))
+    return out
+
+
+def update_policy(
+    trainer: TrainerGroup,
+    requests: Sequence[ChatRequest],
+    responses: Sequence[Response],
+    settings: StepSettings,
+) -> dict[str, float]:
+    """Advantages over the rewarded responses, then one PPO update on those that carry signal."""
+    scored = [r for r in responses if r.reward is not None]
+    metrics: dict[str, float] = {"data/responses_rewarded": float(len(scored))}
+    if not scored:
+        return metrics | {"data/update_skipped": 1.0}
+    advantages = grpo_advantages(
+        np.array([r.reward.total for r in scored]),
+        np.array([r.record for r in scored]),
+        epsilon=settings.epsilon,
+        norm_by_std=settings.norm_adv_by_std,
+        skip_zero_variance_groups=settings.skip_zero_variance_groups,
+    )
+    metrics["data/groups"] = float(advantages.num_groups)
+    metrics["data/zero_variance_groups"] = float(advantages.num_zero_variance_groups)
+    keep = np.flatnonzero(advantages.keep)
+    metrics["data/responses_trained"] = float(len(keep))
+    if len(keep) < trainer.world_size:
+        return metrics | {"data/update_skipped": 1.0}
+    samples = train_samples(requests, [scored[i] for i in keep])
+    metrics |= trainer.update(samples, advantages.advantages[keep])
+    return metrics | {"data/update_skipped": 0.0}
+
+
+def sync_weights(trainer: TrainerGroup, workers: RolloutWorkers) -> int:
+    """Gather the full weights once, put them in the object store once, load on every worker."""
+    state_ref = ray.put(trainer.state_dict_for_sync())
+    return workers.update_weights(state_ref)
+
+
+def reward_metrics(batch: Sequence[CriticSample], responses: Sequence[Response]) -> dict[str, Any]:
+    """Means of every reward component, verdict accuracy, format rate and failure counts."""
+    rewarded = [r for r in responses if r.reward is not None]
+    metrics: dict[str, float] = {
+        "reward/format_valid_rate": float(np.mean([r.parsed.format_valid for r in responses])),
+        "reward/unparseable_rate": float(np.mean([r.parsed.value is None for r in responses])),
+        "reward/render_or_judge_failures": float(sum(r.render_failed for r in responses)),
+    }
+    verdicts = [
+        r.parsed.value.success == batch[r.record].evaluation.success
+        for r in responses
+        if r.parsed.value is not None
+    ]
+    metrics["reward/verdict_accuracy"] = float(np.mean(verdicts)) if verdicts else 0.0
+    if rewarded:
+        metrics["reward/total"] = float(np.mean([r.reward.total for r in rewarded]))
+        for name in sorted({k for r in rewarded for k in r.reward.components}):
+            values = [r.reward.components[name] for r in rewarded if name in r.reward.components]
+            metrics[f"reward/{name}"] = float(np.mean(values))
+    return metrics
+
+
+def sample_views(
+    batch: Sequence[CriticSample], responses: Sequence[Response], count: int
+) -> list[SampleView]:
+    """The first response of the first `count` records, for TensorBoard."""
+    firsts = {}
+    for response in responses:
+        firsts.setdefault(response.record, response)
+    views = []
+    for record, response in list(firsts.items())[:count]:
+        sample = batch[record]
+        label = "success" if sample.evaluation.success else "failed"
+        reward = f"{response.reward.total:.3f}" if response.reward else "none"
+        text = (
+            f"instruction: {sample.origin_prompt}\nlabel: {label}  reward: {reward}\n"
+            f"{response.completion.text}"
+        )
+        views.append(SampleView(sample.origin_image, sample.edited_image, text))
+    return views
+
+
+def grpo_step(
+    *,
+    step: int,
+    seed: int,
+    batch: Sequence[CriticSample],
+    template: PromptTemplate,
+    workers: RolloutWorkers,
+    generators: GeneratorPool,
+    judges: JudgePool,
+    trainer: TrainerGroup,
+    reward_fn: RewardFn,
+    settings: StepSettings,
+    num_views: int = 0,
+) -> StepResult:
+    """Run the phases in order, timing each one."""
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        value = fn(*args)
+        timings[f"time/{name}_s"] = time.perf_counter() - start
+        return value
+
+    generators.reset_stats()
+    requests, responses = timed(
+        "rollout", rollout, workers, template, batch, settings.sampling, seed, step
+    )
+    timed("render_and_judge", render_and_judge, generators, judges, batch, responses, settings)
+    timed("rewards", compute_rewards, reward_fn, batch, responses)
+    update = timed("update", update_policy, trainer, requests, responses, settings)
+    timed("weight_sync", sync_weights, trainer, workers)
+    busy = [a["busy_fraction"] for a in generators.stats()["actors"]]
+    metrics = reward_metrics(batch, responses) | update | timings
+    metrics["perf/generator_busy_fraction"] = float(np.mean(busy)) if busy else 0.0
+    metrics["time/step_s"] = sum(timings.values())
+    metrics["perf/samples_per_s"] = len(responses) / metrics["time/step_s"]
+    return StepResult(metrics, sample_views(batch, responses, num_views))
