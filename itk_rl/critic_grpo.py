@@ -1,14 +1,14 @@
 """One critic GRPO step as a flat list of named phases (driven by `itk_rl.train`).
 
-    sample batch → rollout (G responses per record) → parse → render refined prompts and judge
-    them (streaming) → rewards → advantages (verl's GRPO estimator) → policy update (FSDP)
-    → weight sync to the rollout workers
+    sample batch → rollout (G responses per record) → parse → rewards (re-render refined
+    prompts and judge them, streaming) → advantages (verl's GRPO estimator) → policy update
+    (FSDP) → weight sync to the rollout workers
 
 Format and accuracy need only the parsed text; only the step-wise reward waits for a render,
-and each render goes to a judge the moment it is done (one thread per response chains the two
-futures), while the pools batch whatever is in flight. A render or judge call that still fails
-after `render_retries` further tries leaves that response out of the update and is counted;
-no reward is ever made up.
+and each render goes to a judge the moment it is done, and its reward is computed the moment
+the judge answers (one thread per response chains the futures), while the pools batch
+whatever is in flight. A render or judge call that still fails after `render_retries` further
+tries leaves that response out of the update and is counted; no reward is ever made up.
 """
 
 from __future__ import annotations
@@ -112,20 +112,31 @@ def rollout(
     return requests, responses
 
 
-def render_and_judge(
+def score_responses(
     generators: GeneratorPool,
     judges: JudgePool,
+    reward_fn: RewardFn,
     batch: Sequence[CriticSample],
     responses: Sequence[Response],
     settings: StepSettings,
 ) -> None:
-    """Re-render each refinement of a failed step from its before-image and judge it against
-    the *original* prompt; fills `rerender` or marks `render_failed`."""
-    todo = [r for r in responses if needs_render(batch[r.record])]
-    if not settings.render_refinements or not todo:
-        return
+    """Every response's reward, each as soon as its inputs exist.
 
-    def score(response: Response) -> None:
+    A response to a failed step first has its refinement re-rendered from the before-image and
+    judged against the *original* prompt, in its own thread (render future → judge future →
+    reward), while the pools batch whatever is in flight; responses that need no render are
+    rewarded meanwhile on this thread.
+    """
+    render = [r for r in responses if settings.render_refinements and needs_render(batch[r.record])]
+    rendering = {id(r) for r in render}
+
+    def reward(response: Response) -> None:
+        inputs = RewardInputs(
+            batch[response.record], response.completion.text, response.parsed, response.rerender
+        )
+        response.reward = reward_fn(inputs)
+
+    def render_judge_reward(response: Response) -> None:
         sample = batch[response.record]
         t2i = is_text_to_image(sample.origin_image)
         request = RenderRequest(
@@ -142,24 +153,17 @@ def render_and_judge(
                 continue
             if judged is not None:  # None: the judge's answer could not be read
                 response.rerender = judged
+                reward(response)
                 return
         response.render_failed = True
 
-    with ThreadPoolExecutor(max_workers=min(64, len(todo))) as threads:
-        list(threads.map(score, todo))
-
-
-def compute_rewards(
-    reward_fn: RewardFn, batch: Sequence[CriticSample], responses: Sequence[Response]
-) -> None:
-    """The recipe's reward for every response whose inputs are complete."""
-    for response in responses:
-        if response.render_failed:
-            continue
-        inputs = RewardInputs(
-            batch[response.record], response.completion.text, response.parsed, response.rerender
-        )
-        response.reward = reward_fn(inputs)
+    with ThreadPoolExecutor(max_workers=max(1, min(64, len(render)))) as threads:
+        pending = [threads.submit(render_judge_reward, r) for r in render]
+        for response in responses:
+            if id(response) not in rendering:
+                reward(response)
+        for future in pending:
+            future.result()
 
 
 def train_samples(
@@ -202,7 +206,10 @@ def update_policy(
     if len(keep) < trainer.world_size:
         return metrics | {"data/update_skipped": 1.0}
     samples = train_samples(requests, [scored[i] for i in keep])
-    metrics |= trainer.update(samples, advantages.advantages[keep])
+    # Old log-probs from the trainer itself: the PPO ratio then compares one model's numbers
+    # (the rollout engine may differ in kernels, dtype or blocked tokens).
+    old_logprobs = trainer.compute_logprobs(samples)
+    metrics |= trainer.update(samples, advantages.advantages[keep], old_logprobs)
     return metrics | {"data/update_skipped": 0.0}
 
 
@@ -281,8 +288,7 @@ def grpo_step(
     requests, responses = timed(
         "rollout", rollout, workers, template, batch, settings.sampling, seed, step
     )
-    timed("render_and_judge", render_and_judge, generators, judges, batch, responses, settings)
-    timed("rewards", compute_rewards, reward_fn, batch, responses)
+    timed("rewards", score_responses, generators, judges, reward_fn, batch, responses, settings)
     update = timed("update", update_policy, trainer, requests, responses, settings)
     timed("weight_sync", sync_weights, trainer, workers)
     busy = [a["busy_fraction"] for a in generators.stats()["actors"]]
