@@ -4,6 +4,7 @@ mode with resume, and the same code path on the tiny VLM and the tiny Klein."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,3 +190,15 @@ def test_the_full_loop_runs_on_the_tiny_klein(tiny_models, tmp_path):
         assert record.final.image.shape == (64, 64, 3)
         assert all(a.error is None for a in record.attempts)
     assert not np.array_equal(trajectory.steps[0].attempts[0].image, np.zeros((64, 64, 3)))
+
+
+def test_tiny_models_command_builds_models_loadable_by_path(tmp_path, capsys):
+    from transformers import AutoProcessor, AutoTokenizer
+
+    assert main(["tiny-models", str(tmp_path / "tiny"), "--tokenizer", "word"]) == 0
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert set(printed) == {"root", "tokenizer", "qwen2_5_vl", "qwen3_vl", "klein"}
+    tokenizer = AutoTokenizer.from_pretrained(printed["tokenizer"])
+    assert len(tokenizer.tokenize(" circle")) == 1  # word level: testbed words are one token
+    assert AutoProcessor.from_pretrained(printed["qwen2_5_vl"]).tokenizer.vocab == tokenizer.vocab
+    assert (Path(printed["klein"]) / "model_index.json").is_file()
