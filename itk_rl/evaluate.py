@@ -1,0 +1,298 @@
+"""Held-out evaluation on the testbed: the same tasks through several pipeline configurations.
+
+Systems. Every system gets the ground-truth plan from `TestbedScriptedPlanner`; they differ only
+in the critic. "Generator alone" is that plan rendered once per step with no critic — not the
+pipeline's literal generator-only baseline, which would render the whole multi-step request as
+one text-to-image prompt: the testbed generator cannot parse that, so the baseline would score
+a meaningless 0 on every step and the comparison would measure the planner, not the critic,
+which is what SFT and GRPO train. With the plan fixed, every difference between systems is the
+critic's doing. Attempt 1 of every step renders with the same seed in every system (seeds
+depend on task, step and attempt only), so the systems are compared on paired renders.
+
+Judging. Every attempt is scored by the exact judge against the step's *original* plan prompt,
+with the previous step's *final* image as before-image (a white canvas for step 1) — what the
+system actually built on. A step's scene is right when the decoded final image equals the
+ground-truth scene after that step (errors accumulate: a wrong step 1 makes later scenes
+wrong). A run that stops early scores 0 on its missing steps.
+
+Metrics (each a ratio of per-task sums; 95 % CI by a seeded percentile bootstrap over tasks, so
+correlated steps of one task move together):
+    final_score        mean judge overall O (0–10) of each step's final image
+    first_score        the same for each step's first attempt (what the generator did alone)
+    scene_accuracy     share of steps whose final scene equals the ground truth
+    task_accuracy      share of tasks whose last scene equals the ground truth
+    verdict_accuracy   share of critic calls whose verdict equals the judge's label
+                       (success = O ≥ success_threshold); unreadable outputs and failed calls
+                       count as wrong
+    improvement_rate   share of refinements (attempts after a rejection) scoring higher than the
+                       rejected attempt; undefined (None) without refinements
+    steps_improved     share of steps whose final image scores higher than the first attempt
+`deltas` hold each system's paired difference from the first (baseline) system.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from itk_rl.eval_metrics import (
+    AttemptOutcome,
+    EvalResult,
+    StepOutcome,
+    SystemResult,
+    TaskOutcome,
+    summarise,
+)
+from itk_rl.formats import Request, StepRecord, Trajectory
+from itk_rl.output import RunFolder
+from itk_rl.page import FINISHED, STOPPED, RunStatus
+from itk_rl.pipeline import Agent, InterleavePipeline, PipelineError, seed_for
+from itk_rl.rollout.engine import SamplingParams
+from itk_rl.rollout.generator import ImageGenerator
+from itk_rl.testbed import TaskSampler, TestbedJudge, TestbedTask, decode
+from itk_rl.testbed.agents import TestbedOracleCritic, TestbedScriptedPlanner
+
+HELDOUT_SEED = 7919
+"""TaskSampler seed of held-out tasks; training recipes and the demo use seeds 0 and 1."""
+
+RUNS = "runs"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+# --- held-out tasks ----------------------------------------------------------------------------
+
+
+def heldout_tasks(
+    n: int,
+    seed: int = HELDOUT_SEED,
+    synonym_rate: float = 0.5,
+    exclude: Collection[str] = (),
+    min_steps: int = 2,
+    max_steps: int = 4,
+) -> list[TestbedTask]:
+    """`n` tasks with distinct requests, none in `exclude` (training requests).
+
+    The seed alone does not make tasks unseen: the testbed grammar is small, so a request can
+    recur under another seed or in a prompt bank; those are skipped, deterministically.
+    """
+    sampler = TaskSampler(seed, synonym_rate, min_steps=min_steps, max_steps=max_steps)
+    excluded, seen, tasks = set(exclude), set(), []
+    for index in range(100 * n + 100):
+        if len(tasks) >= n:
+            break
+        task = sampler.task(index)
+        if task.request not in excluded and task.request not in seen:
+            seen.add(task.request)
+            tasks.append(task)
+    if len(tasks) == n:
+        return tasks
+    raise ValueError(f"found only {len(tasks)} distinct held-out requests of {n} (seed {seed})")
+
+
+def training_texts(source: str | Path | Iterable[str]) -> set[str]:
+    """The prompt texts of a training set: a parquet file (columns request, origin_prompt,
+    rewritten_prompt, text — whichever exist), a JSON-lines file (fields text or request,
+    e.g. a data build's prompts.jsonl), or the texts themselves."""
+    if not isinstance(source, (str, Path)):
+        return set(source)
+    path = Path(source)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = set(pq.read_schema(path).names) & {
+            "request",
+            "origin_prompt",
+            "rewritten_prompt",
+            "text",
+        }
+        if not names:
+            raise ValueError(f"{path}: no prompt column (request, origin_prompt, text)")
+        table = pq.read_table(path, columns=sorted(names))
+        return {str(v) for name in names for v in table.column(name).to_pylist()}
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return {str(row.get("text", row.get("request"))) for row in rows}
+    raise ValueError(f"{path}: expected a .parquet or .jsonl training set")
+
+
+def check_heldout(tasks: Sequence[TestbedTask], training: str | Path | Iterable[str]) -> float:
+    """Raise ValueError if any held-out request appears in `training`; else return the share of
+    held-out *step* prompts seen there (informative only: the critic trains on single steps of
+    a small grammar, where step prompts recur with different scenes)."""
+    texts = training_texts(training)
+    overlap = [task.request for task in tasks if task.request in texts]
+    if overlap:
+        where = training if isinstance(training, (str, Path)) else "the given training set"
+        raise ValueError(
+            f"{len(overlap)} of {len(tasks)} held-out requests appear in {where}, "
+            f"e.g. {overlap[0]!r}"
+        )
+    prompts = [step.prompt for task in tasks for step in task.plan.steps]
+    return sum(p in texts for p in prompts) / max(len(prompts), 1)
+
+
+# --- systems -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SystemSpec:
+    """A named pipeline configuration: its critic (None: each step rendered once) and T_max."""
+
+    critic: Agent | None = None
+    description: str = ""
+    max_attempts: int = 3
+    accept_last_attempt_unreviewed: bool = True
+
+
+def oracle_critic() -> Agent:
+    """The exact critic: an upper bound for what a trained critic can reach."""
+    return Agent(TestbedOracleCritic("critic_testbed"), "critic_testbed")
+
+
+def checkpoint_critic(path: str | Path, device: str = "cpu", max_new_tokens: int = 96) -> Agent:
+    """A trained critic (SFT or GRPO export) prompted as it was trained, sampled greedily."""
+    from itk_rl.rollout.hf_engine import TransformersEngine  # transformers: import when used
+
+    engine = TransformersEngine(str(path), device=device)
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    return Agent(engine, "critic_testbed", sampling)
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+def _review(record: StepRecord, index: int) -> str:
+    attempt = record.attempts[index]
+    if attempt.critic is not None:
+        verdict = attempt.critic.value
+        return "unreadable" if verdict is None else ("accepted" if verdict.success else "rejected")
+    return "failed" if attempt.error and attempt.error.startswith("critic") else "unreviewed"
+
+
+def judge_trajectory(
+    trajectory: Trajectory,
+    task: TestbedTask,
+    judge: TestbedJudge,
+    success_threshold: float,
+) -> tuple[Trajectory, list[StepOutcome]]:
+    """Every attempt scored against its step's original prompt, from the previous final image;
+    returns the trajectory with scores filled in (for its page) and the step outcomes."""
+    records, outcomes, before = [], [], None
+    for record, scene in zip(trajectory.steps, task.scenes, strict=False):
+        attempts, results = [], []
+        for index, attempt in enumerate(record.attempts):
+            score = None
+            if attempt.image is not None:
+                score = judge.score(record.step.prompt, attempt.image, before)
+                attempt = replace(attempt, score=score)
+            attempts.append(attempt)
+            overall = None if score is None else score.overall
+            label = overall is not None and overall >= success_threshold
+            results.append(AttemptOutcome(overall, label, _review(record, index)))
+        final = record.final
+        right = final is not None and final.image is not None and decode(final.image) == scene
+        records.append(replace(record, attempts=tuple(attempts)))
+        outcomes.append(StepOutcome(tuple(results), record.final_attempt, right))
+        before = final.image if final is not None else None
+    return replace(trajectory, steps=tuple(records)), outcomes
+
+
+def run_system(
+    name: str,
+    spec: SystemSpec,
+    tasks: Sequence[TestbedTask],
+    generator: ImageGenerator,
+    judge: TestbedJudge,
+    out_dir: Path,
+    seed: int,
+    success_threshold: float,
+) -> list[TaskOutcome]:
+    """Each task through the pipeline, judged, and written as a run folder under out_dir."""
+    planner = Agent(TestbedScriptedPlanner("planner"), "planner")
+    notes = {"system": name, "plan": "ground truth (scripted planner)"}
+    notes["critic"] = spec.description or ("none" if spec.critic is None else "yes")
+    outcomes = []
+    for index, task in enumerate(tasks):
+        pipeline = InterleavePipeline(
+            generator,
+            planner,
+            spec.critic,
+            max_attempts=spec.max_attempts,
+            accept_last_attempt_unreviewed=spec.accept_last_attempt_unreviewed,
+            seed=seed_for(seed, index, 0),
+        )
+        error = None
+        try:
+            trajectory = pipeline.run(Request(task.request))
+        except PipelineError as failure:
+            if failure.trajectory is None:
+                raise
+            trajectory, error = failure.trajectory, str(failure)
+        plan = trajectory.plan
+        if plan is not None and len(plan.steps) != len(task.scenes):
+            raise ValueError(
+                f"task {index} ({task.request!r}): the planner wrote {len(plan.steps)} steps, "
+                f"the ground truth has {len(task.scenes)}"
+            )
+        scored, steps = judge_trajectory(trajectory, task, judge, success_threshold)
+        relative = f"{RUNS}/{name}/task_{index:03d}"
+        folder = RunFolder(out_dir / relative, task.request, notes)
+        status = RunStatus(STOPPED, error) if error else RunStatus(FINISHED, "finished")
+        folder.write(scored, status)
+        for i, record in enumerate(scored.steps):
+            final = record.final
+            if final is not None and final.image is not None:
+                steps[i] = replace(
+                    steps[i], image=f"{relative}/images/{folder.images.put(final.image)}"
+                )
+        outcomes.append(TaskOutcome(task.request, len(task.scenes), tuple(steps), relative, error))
+    return outcomes
+
+
+def evaluate_testbed(
+    systems: Mapping[str, SystemSpec],
+    tasks: Sequence[TestbedTask],
+    generator: ImageGenerator,
+    judge: TestbedJudge,
+    out_dir: str | Path,
+    seed: int = 0,
+    success_threshold: float = 10.0,
+    bootstrap_resamples: int = 2000,
+) -> EvalResult:
+    """Run every system on `tasks` (the first system is the baseline of the deltas); each run
+    is written to `out_dir/runs/<system>/task_NNN/`. Names must be usable as folder names."""
+    if not systems or not tasks:
+        raise ValueError(f"need systems and tasks, got {len(systems)} and {len(tasks)}")
+    for name in systems:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"system name {name!r}: use letters, digits, '_', '.', '-'")
+    out = Path(out_dir)
+    rng = np.random.default_rng([seed, 1])
+    resamples = rng.integers(len(tasks), size=(bootstrap_resamples, len(tasks)))
+    results: list[SystemResult] = []
+    for name, spec in systems.items():
+        outcomes = run_system(name, spec, tasks, generator, judge, out, seed, success_threshold)
+        baseline = results[0].tasks if results else None
+        results.append(summarise(name, spec.description, outcomes, resamples, baseline))
+    settings = {
+        "num_tasks": len(tasks),
+        "seed": seed,
+        "success_threshold": success_threshold,
+        "bootstrap_resamples": bootstrap_resamples,
+        "baseline": results[0].name,
+        "systems": {
+            name: {
+                "description": spec.description,
+                "critic": spec.critic is not None,
+                "max_attempts": spec.max_attempts,
+                "accept_last_attempt_unreviewed": spec.accept_last_attempt_unreviewed,
+            }
+            for name, spec in systems.items()
+        },
+    }
+    return EvalResult(tuple(results), settings)

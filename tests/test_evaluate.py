@@ -1,0 +1,174 @@
+"""The held-out evaluation and its report: structure, held-out requests, metric definitions.
+
+Numbers of trained critics are not asserted; only what must hold by construction: the oracle
+critic beats rendering each step once on synonym-heavy tasks, and a random-weight critic's junk
+is counted as parse failures.
+"""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from itk_rl.eval_metrics import METRICS, EvalResult, bootstrap_ratio
+from itk_rl.evaluate import (
+    HELDOUT_SEED,
+    SystemSpec,
+    check_heldout,
+    checkpoint_critic,
+    evaluate_testbed,
+    heldout_tasks,
+    oracle_critic,
+)
+from itk_rl.formats import Trajectory
+from itk_rl.report import write_report
+from itk_rl.testbed import TaskSampler, TestbedGenerator, TestbedJudge
+
+NUM_TASKS = 4
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_models, tmp_path_factory) -> tuple[Path, EvalResult, Path]:
+    """Generator alone, a random-weight critic and the oracle on synonym-heavy held-out tasks,
+    reported with one real-looking training curve and one missing file."""
+    out = tmp_path_factory.mktemp("eval")
+    tasks = heldout_tasks(NUM_TASKS, synonym_rate=1.0)
+    systems = {
+        "generator_alone": SystemSpec(description="none"),
+        "tiny": SystemSpec(checkpoint_critic(tiny_models.qwen2_5_vl, max_new_tokens=8), "random"),
+        "oracle": SystemSpec(oracle_critic(), "oracle"),
+    }
+    generator = TestbedGenerator(misrender_prob=1.0)
+    result = evaluate_testbed(systems, tasks, generator, TestbedJudge(), out, seed=3)
+    metrics = out / "metrics.jsonl"
+    lines = [{"step": s, "sft/loss": 1 / s, "eval/loss": 1.1 / s} for s in range(1, 6)]
+    lines += [{"step": 6, "reward/total": 0.4, "reward/verdict_accuracy": 0.6}]
+    metrics.write_text("\n".join(json.dumps(line) for line in lines) + "\n{broken")
+    page = write_report(out, result, {"sft": metrics, "grpo": out / "missing.jsonl"})
+    return out, result, page
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.rows = 0
+        self._in_comparison = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        self.links += [v for k, v in attrs if k in ("href", "src") and v]
+        if tag == "table":
+            self._in_comparison = values.get("class") == "comparison"
+        if tag == "tr" and self._in_comparison:
+            self.rows += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._in_comparison = False
+
+
+def test_report_structure(evaluated) -> None:
+    out, result, page = evaluated
+    assert page == out / "report" / "index.html" and page.is_file()
+    parser = _Links()
+    parser.feed(page.read_text(encoding="utf-8"))
+    assert parser.rows == 1 + len(result.systems)  # header + one row per system
+    assert parser.links, "the page links nothing"
+    for link in parser.links:
+        assert (page.parent / link).resolve().is_file(), link
+    runs = [link for link in parser.links if link.endswith("/index.html")]
+    assert len(runs) >= 2 * len(result.systems)  # examples: each system's run pages
+    for png in ("comparison.png", "curves_sft.png"):
+        with Image.open(page.parent / png) as image:
+            image.verify()
+            assert image.format == "PNG"
+    assert not (page.parent / "curves_grpo.png").exists()
+    assert "no curves in" in page.read_text(encoding="utf-8")
+    saved = json.loads((page.parent / "eval.json").read_text())
+    assert [s["name"] for s in saved["systems"]] == ["generator_alone", "tiny", "oracle"]
+
+
+def test_metrics_have_cis_containing_the_estimate(evaluated) -> None:
+    _, result, _ = evaluated
+    for system in result.systems:
+        assert set(system.metrics) == set(METRICS)
+        for name, estimate in [*system.metrics.items(), *system.deltas.items()]:
+            if estimate.value is None:
+                assert estimate.low is None and estimate.high is None, name
+                continue
+            assert estimate.low <= estimate.value <= estimate.high, (system.name, name)
+        assert system.counts["tasks"] == NUM_TASKS
+        assert system.counts["steps"] == sum(t.num_steps for t in system.tasks)
+    assert not result.systems[0].deltas and set(result.systems[1].deltas)
+
+
+def test_random_critic_junk_counts_as_parse_failures(evaluated) -> None:
+    tiny = evaluated[1].systems[1]
+    assert tiny.counts["critic_calls"] > 0
+    assert tiny.counts["parse_failures"] == tiny.counts["critic_calls"]
+    assert tiny.metrics["verdict_accuracy"].value == 0.0  # unreadable verdicts are wrong
+
+
+def test_oracle_critic_beats_generator_alone_on_synonym_heavy_tasks(evaluated) -> None:
+    alone, _, oracle = evaluated[1].systems
+    assert alone.counts["refinements"] == 0 and alone.metrics["improvement_rate"].value is None
+    assert oracle.counts["refinements"] > 0
+    assert oracle.metrics["improvement_rate"].value > 0
+    for metric in ("final_score", "scene_accuracy", "steps_improved"):
+        assert oracle.metrics[metric].value >= alone.metrics[metric].value, metric
+    assert oracle.metrics["final_score"].value > alone.metrics["final_score"].value
+
+
+def test_evaluation_runs_the_heldout_requests(evaluated) -> None:
+    out, result, _ = evaluated
+    expected = [task.request for task in heldout_tasks(NUM_TASKS, synonym_rate=1.0)]
+    for system in result.systems:
+        assert [task.request for task in system.tasks] == expected
+        for task in system.tasks:
+            data = json.loads((out / task.run / "trajectory.json").read_text())
+            run = Trajectory.from_json_dict(data, out / task.run / "images")
+            assert run.request.text == task.request
+            assert all(a.score is not None for s in run.steps for a in s.attempts)
+
+
+def test_heldout_tasks_never_overlap_training(tmp_path: Path) -> None:
+    tasks = heldout_tasks(30)
+    training = [t.request for t in TaskSampler(seed=0, synonym_rate=0.5).sample(300)]
+    training += [t.request for t in TaskSampler(seed=1, synonym_rate=0.3).sample(300)]
+    check_heldout(tasks, training)  # the held-out seed is disjoint, and colliding ones skipped
+    leaked = [tasks[3].request, tasks[7].request, "unrelated"]
+    with pytest.raises(ValueError, match="2 of 30 held-out requests"):
+        check_heldout(tasks, leaked)
+    parquet = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"origin_prompt": leaked, "target": ["x"] * 3}), parquet)
+    with pytest.raises(ValueError, match=f"2 of 30 held-out requests appear in {parquet}"):
+        check_heldout(tasks, parquet)
+    fresh = heldout_tasks(30, exclude=leaked)
+    assert not {t.request for t in fresh} & set(leaked)
+    check_heldout(fresh, parquet)
+    assert len({t.request for t in fresh}) == 30
+    assert HELDOUT_SEED not in (0, 1)
+
+
+def test_bootstrap_ratio_by_hand() -> None:
+    num, den = np.array([1.0, 3.0, 0.0]), np.array([2.0, 4.0, 0.0])
+    all_tasks = np.array([[0, 1, 2]])
+    estimate = bootstrap_ratio(num, den, np.repeat(all_tasks, 5, axis=0))
+    assert estimate.value == pytest.approx(4 / 6) and estimate.n == 6
+    assert estimate.low == estimate.high == pytest.approx(4 / 6)
+    only_first = np.array([[0, 0, 0], [1, 1, 1]])
+    estimate = bootstrap_ratio(num, den, only_first)
+    assert estimate.low == pytest.approx(0.5 + 0.025 * 0.25)
+    assert estimate.high == pytest.approx(0.75 - 0.025 * 0.25)
+    paired = bootstrap_ratio(num, den, only_first, base=(num / 2, den))
+    assert paired.value == pytest.approx(2 / 6)
+    empty = bootstrap_ratio(np.zeros(2), np.zeros(2), np.array([[0, 1]]))
+    assert empty.value is None and empty.n == 0
