@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,20 @@ def connect_ray(cluster: DictConfig) -> None:
         ray.init(**plain(cluster.init))
 
 
-def check_resources(cfg: DictConfig) -> None:
-    """Fail at once, naming each group's demand, when the actors cannot all be placed (Ray
-    would otherwise wait forever for resources that never come)."""
-    groups = {
+def actor_groups(cfg: DictConfig) -> dict[str, tuple[int, DictConfig]]:
+    """The GRPO run's actor groups: name → (actor count, node with num_cpus/num_gpus)."""
+    return {
         "rollout": (cfg.rollout.num_workers, cfg.rollout),
         "generator": (cfg.generator.num_actors, cfg.generator),
         "judge": (cfg.judge.num_actors, cfg.judge),
         "trainer": (cfg.trainer.world_size, cfg.trainer),
     }
+
+
+def check_resources(groups: Mapping[str, tuple[int, Any]]) -> None:
+    """Fail at once, naming each group's demand, when the `groups` (name → (actor count, node
+    with num_cpus/num_gpus)) cannot all be placed together (Ray would otherwise wait forever
+    for resources that never come)."""
     available = ray.cluster_resources()
     for resource, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
         demand = {name: count * node[key] for name, (count, node) in groups.items()}
@@ -192,7 +198,7 @@ def train(cfg: DictConfig) -> Path:
     settings = step_settings(cfg)
     sampler = BatchSampler(len(records), cfg.data.batch_size, seed=cfg.seed)
     connect_ray(cfg.cluster)
-    check_resources(cfg)
+    check_resources(actor_groups(cfg))
     actors = start_actors(cfg)
     start, log = 0, None
     try:

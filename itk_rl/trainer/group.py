@@ -106,6 +106,10 @@ class TrainerGroup:
     def sft_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
         return self._scatter("sft_step", [samples])[0]
 
+    def sft_eval_loss(self, samples: Sequence[TrainSample]) -> dict[str, float]:
+        """Held-out loss over the whole batch (token-mean over all ranks); no update."""
+        return self._scatter("sft_eval_loss", [samples])[0]
+
     def state_dict_for_sync(self) -> dict[str, torch.Tensor]:
         """Full weights, gathered once (on rank 0)."""
         return self._all("state_dict_for_sync")[0]

@@ -290,6 +290,32 @@ class TrainerWorker:
         metrics["perf/update_s"] = time.perf_counter() - start
         return metrics
 
+    def _sft_logprobs(self, batch: ModelBatch) -> torch.Tensor:
+        """`[batch, response_len]` log-probs, with the vision tower run even on a micro-batch
+        without images (text-only planner pairs): FSDP all-gathers the tower's blocks in every
+        forward on every rank, in the same order, so a rank that skipped it would desynchronise
+        the collectives. A blank patch grid goes through the tower where the images would (just
+        before the language model) and its output enters the result times 0."""
+        if "pixel_values" in batch.vision:
+            return sequence_logprobs(self.model, batch, self.config.temperature)[0]
+        vision = self.model.config.vision_config
+        merge = vision.spatial_merge_size
+        dim = getattr(vision, "in_channels", 3) * vision.temporal_patch_size * vision.patch_size**2
+        pixels = torch.zeros((merge * merge, dim), device=self.device)
+        grid = torch.tensor([[1, merge, merge]], device=self.device)
+        blank: list[torch.Tensor] = []
+
+        def run_tower(*_: Any) -> None:
+            out = self.model.model.visual(pixels, grid_thw=grid)
+            blank.extend(v.float().sum() for v in out.values() if isinstance(v, torch.Tensor))
+
+        hook = self.model.model.language_model.register_forward_pre_hook(run_tower)
+        try:
+            logprobs, _ = sequence_logprobs(self.model, batch, self.config.temperature)
+        finally:
+            hook.remove()
+        return logprobs + 0.0 * sum(blank)
+
     def sft_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
         """One optimizer step of token-mean cross-entropy on the response tokens only."""
         start = time.perf_counter()
@@ -298,7 +324,7 @@ class TrainerWorker:
         self.model.train()
         loss_sum = 0.0
         for micro in plan[0]:
-            logprobs, _ = sequence_logprobs(self.model, micro.batch, self.config.temperature)
+            logprobs = self._sft_logprobs(micro.batch)
             loss = agg_loss(
                 loss_mat=-logprobs,
                 loss_mask=micro.batch.response_mask,
@@ -316,6 +342,27 @@ class TrainerWorker:
             "sft/lr": lr,
             "sft/tokens": float(global_batch.num_tokens),
             "perf/sft_step_s": time.perf_counter() - start,
+        }
+
+    @torch.no_grad()
+    def sft_eval_loss(self, samples: Sequence[TrainSample]) -> dict[str, float]:
+        """Held-out SFT loss: the token-mean cross-entropy of the response tokens over the
+        whole batch on all ranks (summed negative log-likelihood / summed tokens, so ranks with
+        longer responses weigh more, exactly as if one process saw the union). Forward only."""
+        start = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        nll, tokens = 0.0, 0.0
+        for micro in self._plan(samples, 1)[0]:  # padding micro-batches have an all-zero mask
+            logprobs = self._sft_logprobs(micro.batch)
+            nll -= float((logprobs * micro.batch.response_mask).sum())
+            tokens += micro.batch.num_tokens
+        self.model.train(was_training)
+        nll, tokens = self._global_sum([nll, tokens])
+        return {
+            "eval/loss": nll / max(tokens, 1.0),
+            "eval/tokens": tokens,
+            "perf/eval_s": time.perf_counter() - start,
         }
 
     # -- weights out --------------------------------------------------------------------------

@@ -158,3 +158,21 @@ def test_sft_steps_lower_the_response_loss(group):
     targets = [dataclasses.replace(s, response_ids=s.response_ids[:2]) for s in SAMPLES]
     losses = [group.sft_step(targets)["sft/loss"] for _ in range(3)]
     assert losses[-1] < losses[0]
+
+
+def test_sft_eval_loss_is_the_token_mean_over_all_ranks_and_changes_nothing(group, tiny_models):
+    """Ranks hold different token counts (and rank 1 a padding micro-batch): the loss must be
+    the union batch's token-mean, not a mean of per-rank means."""
+    weights = group.state_dict_for_sync()
+    metrics = group.sft_eval_loss(SAMPLES)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_models.qwen2_5_vl)
+    model.load_state_dict(weights)
+    batch = build_batch(AutoProcessor.from_pretrained(tiny_models.qwen2_5_vl), SAMPLES)
+    with torch.no_grad():
+        logprobs, _ = sequence_logprobs(model.eval(), batch)
+    mask = batch.response_mask
+    assert metrics["eval/tokens"] == mask.sum().item()
+    expected = (-(logprobs * mask).sum() / mask.sum()).item()
+    assert metrics["eval/loss"] == pytest.approx(expected, rel=1e-5)
+    for name, tensor in group.state_dict_for_sync().items():
+        assert torch.equal(tensor, weights[name]), name
