@@ -1,100 +1,111 @@
-"""The main job on a CPU: `python -m itk_rl.demo [hydra overrides]` (recipe `recipes/demo.yaml`).
+"""The main job on a CPU: `python -m itk_rl.demo [overrides]` (recipe `recipes/demo.yaml`).
 
-Builds the tiny models offline (a word-level tokenizer trained on the testbed corpus, tiny
-Qwen2.5-VL / Qwen3-VL, a tiny FLUX.2-klein), then renders each sampled testbed task's
-ground-truth plan step by step — step 1 text-to-image, every later step an edit of the previous
-step's image — and scores every step with the judge. Each task is written as a run folder
-(`index.html` to look at, `trajectory.json`, PNG files) and the scores are summed up in
-`summary.json`.
+Four stages, each its own recipe composed with the overrides `demo.yaml` lists, each resumable
+(rerun the job and finished stages are skipped or continued from their checkpoints):
+
+1. critic SFT (`testbed_critic_sft`): builds the tiny models and the testbed datasets (the data
+   build: prompts → teacher trajectories → Critic-SFT / Critic-RL / Planner-SFT), then the
+   format cold start of a tiny critic;
+2. critic GRPO (`testbed_critic_grpo`) from the SFT critic on the Critic-RL split, with the
+   accuracy and step-wise rewards, on a local Ray cluster;
+3. evaluation on held-out requests never seen in training: generator alone, the pipeline with
+   the SFT critic, with the GRPO critic (and the oracle critic as an upper bound);
+4. the report: `report/index.html` with the training curves, the comparison and examples.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import statistics
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from itk_rl.formats import (
-    Attempt,
-    Request,
-    StepRecord,
-    Trajectory,
-    format_planner_answer,
-    parse_planner_output,
+from itk_rl.evaluate import (
+    SystemSpec,
+    check_heldout,
+    checkpoint_critic,
+    evaluate_testbed,
+    heldout_tasks,
+    oracle_critic,
+    training_texts,
 )
-from itk_rl.output import RunFolder
-from itk_rl.page import FINISHED, RunStatus
-from itk_rl.rollout.generator import ImageGenerator, RenderRequest
-from itk_rl.testbed import TestbedJudge, TestbedTask, corpus
-from itk_rl.tiny import build_tiny_models
-
-PAGE_NOTES = {"plan": "ground truth", "critic": "none (one attempt per step, judged)"}
+from itk_rl.recipes_compose import compose_recipe
+from itk_rl.report import write_report
+from itk_rl.sft import sft
+from itk_rl.testbed import TestbedJudge
+from itk_rl.train import train
 
 
-def render_ground_truth(
-    task: TestbedTask, generator: ImageGenerator, judge: TestbedJudge, seed: int
-) -> Trajectory:
-    """Render `task.plan` as written (no critic), one attempt per step, each judged."""
-    # Through the real answer format and parser, as a planner's output would come.
-    planner = parse_planner_output(format_planner_answer(task.plan, think="ground-truth plan"))
-    records, before = [], None
-    for index, step in enumerate(task.plan.steps):
-        references = () if before is None else (before,)
-        request = RenderRequest(step.prompt, references=references, seed=seed + index)
-        (image,) = generator([request])
-        score = judge.score(step.prompt, image, before)
-        attempt = Attempt(prompt=step.prompt, seed=request.seed, image=image, score=score)
-        records.append(StepRecord(step=step, attempts=(attempt,), final_attempt=0))
-        before = image
-    return Trajectory(request=Request(task.request), planner=planner, steps=tuple(records))
+def stage(cfg: DictConfig, name: str) -> DictConfig:
+    """The composed recipe of stage `name` (`cfg.stages[name]`: a recipe and its overrides)."""
+    spec = cfg.stages[name]
+    return compose_recipe(spec.recipe, list(spec.overrides))
 
 
-def summarise(trajectories: list[Trajectory]) -> dict[str, Any]:
-    """Mean judge scores over all steps, and how many steps the generator got fully right."""
-    scores = [record.final.score for t in trajectories for record in t.steps]
-    return {
-        "tasks": len(trajectories),
-        "steps": len(scores),
-        "mean_semantics": statistics.fmean(s.semantics for s in scores),
-        "mean_quality": statistics.fmean(s.quality for s in scores),
-        "mean_overall": statistics.fmean(s.overall for s in scores),
-        "steps_fully_right": sum(s.semantics == 10 for s in scores),
+def evaluate(cfg: DictConfig, sft_final: Path, grpo_final: Path, out: Path) -> dict:
+    """Stage 3 and 4: the held-out comparison and the report; returns the figures."""
+    evaluation = cfg.evaluation
+    data_dir = Path(evaluation.training_data)
+    training = training_texts(data_dir / "prompts.jsonl")
+    tasks = heldout_tasks(
+        evaluation.num_tasks,
+        seed=evaluation.task_seed,
+        synonym_rate=evaluation.synonym_rate,
+        exclude=training,
+    )
+    check_heldout(tasks, training)
+    systems = {
+        "generator_alone": SystemSpec(None, "the plan rendered once per step, no critic"),
+        "sft_critic": SystemSpec(checkpoint_critic(sft_final), "critic after SFT"),
+        "grpo_critic": SystemSpec(checkpoint_critic(grpo_final), "critic after SFT + GRPO"),
+        "oracle_critic": SystemSpec(oracle_critic(), "oracle critic (exact judge): upper bound"),
     }
+    # Run pages go to out/runs/, beside report/ which links to them.
+    result = evaluate_testbed(
+        systems, tasks, instantiate(evaluation.generator), TestbedJudge(), out
+    )
+    curves = {
+        "critic SFT": sft_final.parent / "metrics.jsonl",
+        "critic GRPO": grpo_final.parent / "metrics.jsonl",
+    }
+    report = write_report(out, result, curves)
+    return {"report": str(report.resolve()), "tasks": len(tasks), "systems": result.figures()}
 
 
 def run(cfg: DictConfig) -> Path:
-    """The job; returns the output folder."""
+    """The whole job; returns the report's path."""
     out = Path(cfg.output_dir)
-    models = build_tiny_models(
-        out / "tiny_models", tokenizer_kind="word", corpus=list(corpus()), seed=cfg.seed
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "demo.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    timings = {}
+    start = time.perf_counter()
+    print("[demo] 1/3 critic SFT (builds the tiny models and the testbed datasets first)")
+    sft_final = sft(stage(cfg, "sft"))
+    timings["sft_s"] = time.perf_counter() - start
+    print("[demo] 2/3 critic GRPO on a local Ray cluster")
+    grpo_final = train(stage(cfg, "grpo"))
+    timings["grpo_s"] = time.perf_counter() - start - timings["sft_s"]
+    print("[demo] 3/3 held-out evaluation and report")
+    figures = evaluate(cfg, sft_final, grpo_final, out)
+    timings["evaluation_s"] = time.perf_counter() - start - timings["sft_s"] - timings["grpo_s"]
+    figures["timings"] = timings
+    (out / "figures.json").write_text(json.dumps(figures, indent=2))
+    print(f"[demo] {json.dumps(figures)}")
+    print(f"[demo] report: {figures['report']}")
+    return Path(figures["report"])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m itk_rl.demo", description=__doc__.split("\n")[0]
     )
-    print(f"[demo] tiny models in {models.root}")
-    generator = instantiate(cfg.generator)
-    judge = instantiate(cfg.judge)
-    tasks = instantiate(cfg.tasks).sample(cfg.num_tasks)
-    trajectories = []
-    for index, task in enumerate(tasks):
-        trajectory = render_ground_truth(task, generator, judge, seed=1000 * index)
-        folder = RunFolder(out / "tasks" / f"task_{index:03d}", task.request, PAGE_NOTES)
-        folder.write(trajectory, RunStatus(FINISHED, f"rendered {len(trajectory.steps)} step(s)"))
-        overall = [f"{record.final.score.overall:.1f}" for record in trajectory.steps]
-        print(f"[demo] task {index + 1}/{len(tasks)}: steps scored {', '.join(overall)}")
-        trajectories.append(trajectory)
-    summary = summarise(trajectories)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"[demo] {json.dumps(summary)}")
-    print(f"[demo] output written to {out.resolve()}")
-    return out
-
-
-@hydra.main(config_path="pkg://itk_rl.recipes", config_name="demo", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of recipes/demo.yaml")
+    args = parser.parse_args(argv)
+    run(compose_recipe("demo", args.overrides))
 
 
 if __name__ == "__main__":

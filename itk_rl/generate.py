@@ -22,30 +22,14 @@ from itk_rl.formats import Request, Trajectory
 from itk_rl.output import RunFolder, read_status, run_into_folder
 from itk_rl.page import FINISHED
 from itk_rl.pipeline import InterleavePipeline, PipelineError
+from itk_rl.recipes_compose import RecipeError, compose_recipe
 
-RECIPES_MODULE = "itk_rl.recipes"
 DEFAULT_RECIPE = "generate_testbed"
 AGENTS = ("planner", "critic")
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 """`name` or `org/name`: what a Hugging Face Hub id looks like (no deeper paths)."""
 _RUN_ID = re.compile(r"[A-Za-z0-9][\w.-]*")
-
-
-class RecipeError(ValueError):
-    """A recipe does not compose, or names something that cannot exist."""
-
-
-def compose_recipe(name: str = DEFAULT_RECIPE, overrides: Sequence[str] = ()) -> DictConfig:
-    """The recipe `name` from `itk_rl.recipes` with Hydra `overrides` applied."""
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-
-    try:
-        with initialize_config_module(config_module=RECIPES_MODULE, version_base="1.3"):
-            return compose(config_name=name, overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise RecipeError(f"recipe {name!r} with overrides {list(overrides)}: {exc}") from exc
 
 
 def _leaves(node: Any, path: str) -> Iterator[tuple[str, Any]]:

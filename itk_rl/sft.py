@@ -35,6 +35,7 @@ from itk_rl.formats.envelope import ParseResult
 from itk_rl.formats.templates import PromptTemplate
 from itk_rl.metrics import MetricsLog, progress_line
 from itk_rl.output import write_atomic
+from itk_rl.recipes_compose import compose_recipe
 from itk_rl.rollout.engine import ChatRequest, SamplingParams
 from itk_rl.rollout.workers import RolloutWorkers
 from itk_rl.tiny import TinyVLMConfig, build_tiny_models
@@ -145,7 +146,7 @@ def prepare_testbed_sft(
 
     if not (Path(data_dir) / "build.json").is_file():
         overrides = [f"output_dir={data_dir}", *data_overrides]
-        build_data(_compose(data_recipe, overrides), recipe=data_recipe)
+        build_data(compose_recipe(data_recipe, overrides), recipe=data_recipe)
     build_tiny_models(
         Path(tiny_models_dir),
         tokenizer_kind="word",
@@ -161,17 +162,6 @@ def _template_texts(names: Sequence[str]) -> list[str]:
     return [
         text for name in names for text in (load_template(name).system, load_template(name).user)
     ]
-
-
-def _compose(name: str, overrides: list[str]) -> DictConfig:
-    """A packaged recipe, composed inside a running Hydra app or outside one."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        return compose(name, overrides=overrides)
-    with initialize_config_module("itk_rl.recipes", version_base="1.3"):
-        return compose(name, overrides=overrides)
 
 
 def load_examples(

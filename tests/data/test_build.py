@@ -12,7 +12,7 @@ from itk_rl.data.build import DATASETS, run
 from itk_rl.data.critic_records import load_critic_records, load_critic_sft_records
 from itk_rl.data.planner_records import load_planner_pairs
 from itk_rl.formats import parse_critic_output, parse_planner_output
-from itk_rl.generate import compose_recipe
+from itk_rl.recipes_compose import compose_recipe
 
 COUNT = 12
 
