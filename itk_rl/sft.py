@@ -40,13 +40,13 @@ from itk_rl.rollout.engine import ChatRequest, SamplingParams
 from itk_rl.rollout.workers import RolloutWorkers
 from itk_rl.tiny import TinyVLMConfig, build_tiny_models
 from itk_rl.train import (
-    CHECKPOINT_PREFIX,
     check_resources,
     connect_ray,
+    load_step,
     plain,
+    record,
     resume_from,
-    rng_state,
-    set_rng_state,
+    save_step,
     trim_metrics,
 )
 from itk_rl.trainer.batch import TrainSample, response_ids_from_text
@@ -192,12 +192,6 @@ def schedule(cfg: DictConfig, num_records: int) -> tuple[dict[str, Any], int]:
 # --- loop --------------------------------------------------------------------------------------
 
 
-def record(out: Path, log: MetricsLog, step: int, metrics: dict[str, float]) -> None:
-    log.scalars(step, metrics)
-    with (out / "metrics.jsonl").open("a") as handle:
-        handle.write(json.dumps({"step": step, **metrics}) + "\n")
-
-
 def generation_check(cfg: DictConfig, final: Path, eval_set: list[SftExample]) -> dict:
     """Greedy outputs of the exported weights on the first held-out prompts, parsed by the
     recipe's parser: how often they parse at all, strictly (`format_valid`), and exactly."""
@@ -249,10 +243,7 @@ def sft(cfg: DictConfig) -> Path:
         start = 0
         checkpoint = resume_from(cfg, checkpoints)
         if checkpoint is not None:
-            extra = trainer.load_checkpoint(str(checkpoint))
-            start = extra["step"]
-            sampler.load_state(extra["sampler"])
-            set_rng_state(extra["rng"])
+            start = load_step(trainer, checkpoint, sampler)
             print(f"[sft] resumed from {checkpoint} at step {start}")
         log = MetricsLog(out / "tensorboard", purge_step=start + 1)
         trim_metrics(out / "metrics.jsonl", start)
@@ -268,8 +259,7 @@ def sft(cfg: DictConfig) -> Path:
             record(out, log, step, metrics)
             print(progress_line(step, last, metrics, CONSOLE_KEYS), flush=True)
             if step % cfg.checkpoint_every == 0 or step == last:
-                extra = {"step": step, "sampler": sampler.state(), "rng": rng_state()}
-                trainer.save_checkpoint(str(checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"), extra)
+                save_step(trainer, checkpoints, step, sampler)
         # --- cleanup ---
         if final.exists():
             shutil.rmtree(final)

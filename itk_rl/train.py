@@ -175,6 +175,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def save_step(trainer: TrainerGroup, checkpoints: Path, step: int, sampler: BatchSampler) -> None:
+    """Checkpoint after `step`: the trainer's state, plus the sampler and RNG states."""
+    extra = {"step": step, "sampler": sampler.state(), "rng": rng_state()}
+    trainer.save_checkpoint(str(checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"), extra)
+
+
+def load_step(trainer: TrainerGroup, checkpoint: Path, sampler: BatchSampler) -> int:
+    """Restore what `save_step` saved; returns the step the checkpoint was taken after."""
+    extra = trainer.load_checkpoint(str(checkpoint))
+    sampler.load_state(extra["sampler"])
+    set_rng_state(extra["rng"])
+    return extra["step"]
+
+
+def record(out: Path, log: MetricsLog, step: int, metrics: dict[str, float]) -> None:
+    """Log one step's metrics to TensorBoard and append them to `out/metrics.jsonl`."""
+    log.scalars(step, metrics)
+    with (out / "metrics.jsonl").open("a") as handle:
+        handle.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
 def trim_metrics(path: Path, last_step: int) -> None:
     """Keep only the records of steps up to `last_step` (a resumed run redoes the rest)."""
     if path.is_file():
@@ -204,10 +225,7 @@ def train(cfg: DictConfig) -> Path:
     try:
         checkpoint = resume_from(cfg, checkpoints)
         if checkpoint is not None:
-            extra = actors.trainer.load_checkpoint(str(checkpoint))
-            start = extra["step"]
-            sampler.load_state(extra["sampler"])
-            set_rng_state(extra["rng"])
+            start = load_step(actors.trainer, checkpoint, sampler)
             sync_weights(actors.trainer, actors.workers)
             print(f"[train] resumed from {checkpoint} at step {start}")
         # Steps logged after the checkpoint are redone: drop their records first.
@@ -230,15 +248,11 @@ def train(cfg: DictConfig) -> Path:
                 settings=settings,
                 num_views=cfg.logging.num_samples if views else 0,
             )
-            log.scalars(step, result.metrics)
+            record(out, log, step, result.metrics)
             log.samples(step, result.views)
-            with (out / "metrics.jsonl").open("a") as handle:
-                handle.write(json.dumps({"step": step, **result.metrics}) + "\n")
             print(progress_line(step, cfg.total_steps, result.metrics, CONSOLE_KEYS), flush=True)
             if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-                extra = {"step": step, "sampler": sampler.state(), "rng": rng_state()}
-                path = checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"
-                actors.trainer.save_checkpoint(str(path), extra)
+                save_step(actors.trainer, checkpoints, step, sampler)
         # --- cleanup ---
         final = out / "final"
         if final.exists():

@@ -29,8 +29,7 @@ import numpy as np
 from itk_rl.formats.envelope import (
     ParseResult,
     failure,
-    parse_json_answer,
-    split_envelope,
+    parse_envelope_object,
     success,
 )
 from itk_rl.formats.images import check_image
@@ -78,33 +77,22 @@ def parse_judge_answer(text: str, keys: Sequence[str]) -> ParseResult[dict[str, 
     with the reason in `error` — when a key is missing or a score is not a number in 0–10:
     such an answer is not guessed at.
     """
-    env = split_envelope(text)
-    repairs = list(env.repairs)
-    if env.error:
-        return failure(text, env.error, repairs, env.think)
-    data, json_repairs, error = parse_json_answer(env.answer)
-    repairs += json_repairs
+    data, repairs, think, error = parse_envelope_object(text)
     if error:
-        return failure(text, error, repairs, env.think)
-    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
-        repairs.append("unwrapped a one-element list around the answer object")
-        data = data[0]
-    if not isinstance(data, dict):
-        got = type(data).__name__
-        return failure(text, f"the answer JSON is not an object (got {got})", repairs, env.think)
+        return failure(text, error, repairs, think)
     scores: dict[str, float] = {}
     for key in keys:
         if key not in data:
-            return failure(text, f"the answer JSON has no {key}", repairs, env.think)
+            return failure(text, f"the answer JSON has no {key}", repairs, think)
         value = _as_score(data[key])
         if value is None:
             return failure(
-                text, f"{key} must be a number from 0 to 10, got {data[key]!r}", repairs, env.think
+                text, f"{key} must be a number from 0 to 10, got {data[key]!r}", repairs, think
             )
         if not isinstance(data[key], (int, float)):
             repairs.append(f"{key} was the text {data[key]!r}, read as {value:g}")
         scores[key] = value
-    return success(text, scores, repairs, env.think)
+    return success(text, scores, repairs, think)
 
 
 def _as_score(value: Any) -> float | None:

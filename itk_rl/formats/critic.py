@@ -17,8 +17,7 @@ from itk_rl.formats.envelope import (
     ParseResult,
     failure,
     format_envelope,
-    parse_json_answer,
-    split_envelope,
+    parse_envelope_object,
     success,
 )
 from itk_rl.formats.templates import PromptTemplate, chat_messages, check_role
@@ -58,22 +57,11 @@ def parse_critic_output(text: str) -> ParseResult[CriticVerdict]:
 
 
 def _parse(text: str) -> ParseResult[CriticVerdict]:
-    env = split_envelope(text)
-    repairs = list(env.repairs)
-    if env.error:
-        return failure(text, env.error, repairs, env.think)
-    data, json_repairs, error = parse_json_answer(env.answer)
-    repairs += json_repairs
+    data, repairs, think, error = parse_envelope_object(text)
     if error:
-        return failure(text, error, repairs, env.think)
-    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
-        repairs.append("unwrapped a one-element list around the answer object")
-        data = data[0]
-    if not isinstance(data, dict):
-        got = type(data).__name__
-        return failure(text, f"the answer JSON is not an object (got {got})", repairs, env.think)
+        return failure(text, error, repairs, think)
     if "previous_step_success" not in data:
-        return failure(text, "the answer JSON has no previous_step_success", repairs, env.think)
+        return failure(text, "the answer JSON has no previous_step_success", repairs, think)
 
     flag = data["previous_step_success"]
     if isinstance(flag, bool):
@@ -93,7 +81,7 @@ def _parse(text: str) -> ParseResult[CriticVerdict]:
             text,
             f"previous_step_success must be true or false, got {json.dumps(flag)}",
             repairs,
-            env.think,
+            think,
         )
 
     refine = data.get("refine_prompt")
@@ -104,7 +92,7 @@ def _parse(text: str) -> ParseResult[CriticVerdict]:
     elif not isinstance(refine, str):
         repairs.append(f"refine_prompt was a {type(refine).__name__}, converted to text")
         refine = str(refine)
-    return success(text, CriticVerdict(verdict, refine, env.think), repairs, env.think)
+    return success(text, CriticVerdict(verdict, refine, think), repairs, think)
 
 
 def _json(flag: bool) -> str:

@@ -253,6 +253,34 @@ def parse_json_answer(answer: str) -> tuple[Any, list[str], str | None]:
     return value, repairs, None
 
 
+def parse_envelope_json(text: str) -> tuple[Any, list[str], str, str | None]:
+    """`split_envelope`, then `parse_json_answer` on the answer block.
+
+    Returns (value, repair notes of both steps, think text, error); on error the output is
+    hopeless and value is None.
+    """
+    env = split_envelope(text)
+    repairs = list(env.repairs)
+    if env.error:
+        return None, repairs, env.think, env.error
+    data, json_repairs, error = parse_json_answer(env.answer)
+    return data, repairs + json_repairs, env.think, error
+
+
+def parse_envelope_object(text: str) -> tuple[dict[str, Any] | None, list[str], str, str | None]:
+    """`parse_envelope_json` for answers that must be one JSON object; a one-element list
+    around it is unwrapped (noted), anything else that is not an object is an error."""
+    data, repairs, think, error = parse_envelope_json(text)
+    if error:
+        return None, repairs, think, error
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        repairs.append("unwrapped a one-element list around the answer object")
+        data = data[0]
+    if not isinstance(data, dict):
+        return None, repairs, think, f"the answer JSON is not an object (got {type(data).__name__})"
+    return data, repairs, think, None
+
+
 def _preview(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 

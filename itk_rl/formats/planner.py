@@ -19,8 +19,7 @@ from itk_rl.formats.envelope import (
     ParseResult,
     failure,
     format_envelope,
-    parse_json_answer,
-    split_envelope,
+    parse_envelope_json,
     success,
 )
 from itk_rl.formats.plan import Plan, Step
@@ -38,24 +37,19 @@ def parse_planner_output(text: str) -> ParseResult[Plan]:
 
 
 def _parse(text: str) -> ParseResult[Plan]:
-    env = split_envelope(text)
-    repairs = list(env.repairs)
-    if env.error:
-        return failure(text, env.error, repairs, env.think)
-    data, json_repairs, error = parse_json_answer(env.answer)
-    repairs += json_repairs
+    data, repairs, think, error = parse_envelope_json(text)
     if error:
-        return failure(text, error, repairs, env.think)
+        return failure(text, error, repairs, think)
     if isinstance(data, list):
         repairs.append("read a bare list of steps as execution_plan")
         items = data
     elif isinstance(data, dict) and "execution_plan" in data:
         items = data["execution_plan"]
     else:
-        return failure(text, "the answer JSON has no execution_plan", repairs, env.think)
+        return failure(text, "the answer JSON has no execution_plan", repairs, think)
     if not isinstance(items, list):
         got = type(items).__name__
-        return failure(text, f"execution_plan is not a list (got {got})", repairs, env.think)
+        return failure(text, f"execution_plan is not a list (got {got})", repairs, think)
 
     steps: list[tuple[Any, dict[str, str]]] = []
     for position, item in enumerate(items, start=1):
@@ -80,7 +74,7 @@ def _parse(text: str) -> ParseResult[Plan]:
             fields[key] = value
         steps.append((item.get("step_number"), fields))
     if not steps:
-        return failure(text, "the plan has no usable steps", repairs, env.think)
+        return failure(text, "the plan has no usable steps", repairs, think)
 
     numbers = [_as_int(number) for number, _ in steps]
     if any(type(n) is not int for n, _ in steps):
@@ -95,7 +89,7 @@ def _parse(text: str) -> ParseResult[Plan]:
     if known != list(range(1, len(steps) + 1)):
         repairs.append("renumbered steps 1..n")
     plan = Plan(tuple(Step(step_number=i, **f) for i, (_, f) in enumerate(steps, start=1)))
-    return success(text, plan, repairs, env.think)
+    return success(text, plan, repairs, think)
 
 
 def _as_int(value: Any) -> int | None:
