@@ -17,6 +17,7 @@ from itk_rl.formats.envelope import (
     ParseResult,
     failure,
     format_envelope,
+    never_raising,
     parse_envelope_object,
     success,
 )
@@ -50,10 +51,7 @@ class CriticVerdict:
 
 def parse_critic_output(text: str) -> ParseResult[CriticVerdict]:
     """Parse a critic output leniently; never raises on malformed output."""
-    try:
-        return _parse(text)
-    except Exception as exc:  # a parser bug must not kill a rollout; report it instead
-        return failure(text, f"internal parser error ({type(exc).__name__}: {exc})")
+    return never_raising(_parse, text)
 
 
 def _parse(text: str) -> ParseResult[CriticVerdict]:

@@ -79,6 +79,15 @@ def failure(
     return ParseResult(None, False, tuple(repairs), error, think, raw_text)
 
 
+def never_raising(parse: Callable[[str], ParseResult[T]], text: str) -> ParseResult[T]:
+    """`parse(text)`, with any exception turned into a hopeless result: a parser bug must not
+    kill a rollout or a pipeline run; it is reported as an error instead."""
+    try:
+        return parse(text)
+    except Exception as exc:
+        return failure(text, f"internal parser error ({type(exc).__name__}: {exc})")
+
+
 def success(raw: str, value: T, repairs: list[str], think: str) -> ParseResult[T]:
     """A usable `ParseResult`; format-valid exactly when nothing was repaired."""
     return ParseResult(value, not repairs, tuple(repairs), None, think, raw)

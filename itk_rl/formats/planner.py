@@ -19,6 +19,7 @@ from itk_rl.formats.envelope import (
     ParseResult,
     failure,
     format_envelope,
+    never_raising,
     parse_envelope_json,
     success,
 )
@@ -30,10 +31,7 @@ TEXT_FIELDS = ("step_name", "instruction", "prompt", "auxiliary_text")
 
 def parse_planner_output(text: str) -> ParseResult[Plan]:
     """Parse a planner output leniently; never raises on malformed output."""
-    try:
-        return _parse(text)
-    except Exception as exc:  # a parser bug must not kill a rollout; report it instead
-        return failure(text, f"internal parser error ({type(exc).__name__}: {exc})")
+    return never_raising(_parse, text)
 
 
 def _parse(text: str) -> ParseResult[Plan]:

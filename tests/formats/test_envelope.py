@@ -7,7 +7,7 @@ import random
 import pytest
 
 from itk_rl.formats.critic import CriticVerdict, format_critic_answer, parse_critic_output
-from itk_rl.formats.envelope import parse_json_answer, split_envelope
+from itk_rl.formats.envelope import never_raising, parse_json_answer, split_envelope
 from itk_rl.formats.plan import Plan, Step
 from itk_rl.formats.planner import format_planner_answer, parse_planner_output
 
@@ -85,3 +85,13 @@ def test_corrupted_outputs_never_raise() -> None:
         assert (result.value is None) == (result.error is not None)
         assert result.format_valid == (result.value is not None and not result.repairs)
         assert "internal parser error" not in (result.error or "")
+
+
+def test_a_parser_bug_becomes_a_reported_error_not_an_exception() -> None:
+    def buggy(text: str):
+        raise ZeroDivisionError("boom")
+
+    result = never_raising(buggy, "<think>x</think><answer>{}</answer>")
+    assert result.value is None and not result.format_valid
+    assert result.error == "internal parser error (ZeroDivisionError: boom)"
+    assert result.raw == "<think>x</think><answer>{}</answer>"
