@@ -1,14 +1,13 @@
 """W `TrainerWorker` Ray actors forming one FSDP2 group, driven as one object.
 
 The group reserves one placement-group bundle per rank (`{"CPU": num_cpus, "GPU": num_gpus}`
-from the trainer config, packed onto as few nodes as possible), starts rank 0's rendezvous on
-a free port of rank 0's node, and fans each call out to every rank with that rank's share of
+from the trainer config, packed onto as few nodes as possible), lets rank 0 open the rendezvous
+store on a port its OS picks, and fans each call out to every rank with that rank's share of
 the batch. Ranks get contiguous, near-equal shares; results come back in the caller's order.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,14 +22,6 @@ from itk_rl.trainer.config import TrainerConfig
 from itk_rl.trainer.worker import TrainerWorker
 
 TrainerActor = ray.remote(TrainerWorker)
-
-
-def _rendezvous_address() -> tuple[str, int]:
-    """This node's IP and a port free on it right now (rank 0 binds it moments later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        port = sock.getsockname()[1]
-    return ray.util.get_node_ip_address(), port
 
 
 class TrainerGroup:
@@ -48,19 +39,16 @@ class TrainerGroup:
         def on_bundle(index: int) -> PlacementGroupSchedulingStrategy:
             return PlacementGroupSchedulingStrategy(self.placement_group, index)
 
-        address = ray.remote(_rendezvous_address).options(
-            num_cpus=0, scheduling_strategy=on_bundle(0)
-        )
-        master_addr, master_port = ray.get(address.remote())
         self.workers = [
             TrainerActor.options(
                 num_cpus=self.config.num_cpus,
                 num_gpus=self.config.num_gpus,
                 scheduling_strategy=on_bundle(rank),
-            ).remote(rank, size, master_addr, master_port, str(model_path), dict(config))
+            ).remote(rank, size, str(model_path), dict(config))
             for rank in range(size)
         ]
-        self._all("ping")  # raises here if any rank failed to start
+        master_addr, master_port = ray.get(self.workers[0].open_rendezvous.remote())
+        self._all("setup", master_addr, master_port)  # raises here if any rank failed to start
 
     @property
     def world_size(self) -> int:

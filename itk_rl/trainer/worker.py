@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -29,6 +30,8 @@ from itk_rl.trainer.batch import ModelBatch, TrainSample, build_batch, sequence_
 from itk_rl.trainer.config import TrainerConfig
 from itk_rl.trainer.grpo import LOSS_METRICS, GlobalBatch, policy_loss
 from itk_rl.trainer.sharding import data_parallel_mesh, shard
+
+_RENDEZVOUS_TIMEOUT = timedelta(minutes=30)
 
 
 @dataclass
@@ -55,17 +58,26 @@ def _pad_rows(rows: Sequence[np.ndarray], indices: np.ndarray, width: int) -> to
 class TrainerWorker:
     """One rank; see the module docstring. `config` is a plain dict of `TrainerConfig` keys."""
 
-    def __init__(
-        self,
-        rank: int,
-        world_size: int,
-        master_addr: str,
-        master_port: int,
-        model_path: str,
-        config: dict[str, Any],
-    ) -> None:
+    def __init__(self, rank: int, world_size: int, model_path: str, config: dict[str, Any]) -> None:
         self.config = TrainerConfig.from_dict(config)
         self.rank, self.world_size = rank, world_size
+        self.model_path = model_path
+        self._store: dist.TCPStore | None = None
+
+    def open_rendezvous(self) -> tuple[str, int]:
+        """Rank 0 only: serve the group's key-value store on a port the OS picks, in this very
+        process, so no other process can take the port between choosing and binding it.
+        Returns the address the other ranks join."""
+        self._store = dist.TCPStore(
+            "0.0.0.0", 0, self.world_size, True, _RENDEZVOUS_TIMEOUT, wait_for_workers=False
+        )
+        return ray.util.get_node_ip_address(), self._store.port
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        """Join the process group through rank 0's store, then load and shard the model."""
+        store = self._store or dist.TCPStore(
+            master_addr, master_port, self.world_size, False, _RENDEZVOUS_TIMEOUT
+        )
         if torch.cuda.is_available():  # Ray exposes only this actor's GPU
             torch.cuda.set_device(0)
             self.device, backend = torch.device("cuda", 0), "nccl"
@@ -73,18 +85,18 @@ class TrainerWorker:
             self.device, backend = torch.device("cpu"), "gloo"
         dist.init_process_group(
             backend,
-            init_method=f"tcp://{master_addr}:{master_port}",
-            rank=rank,
-            world_size=world_size,
-            timeout=timedelta(minutes=30),
+            store=store,
+            rank=self.rank,
+            world_size=self.world_size,
+            timeout=_RENDEZVOUS_TIMEOUT,
         )
         torch.manual_seed(self.config.seed)
         hf_logging.disable_progress_bar()  # one bar per rank and load is noise in the driver log
-        self.mesh = data_parallel_mesh(self.device.type, world_size)
-        self.processor = AutoProcessor.from_pretrained(model_path)
-        self.model = self._load(model_path, trainable=True)
-        self.reference = self._load(model_path, trainable=False) if self.config.kl_coef else None
+        self.mesh = data_parallel_mesh(self.device.type, self.world_size)
+        self.processor = AutoProcessor.from_pretrained(self.model_path)
+        self.model = self._load(self.model_path, trainable=True)
         cfg = self.config
+        self.reference = self._load(self.model_path, trainable=False) if cfg.kl_coef else None
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=cfg.lr,
@@ -395,6 +407,3 @@ class TrainerWorker:
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
-
-    def ping(self) -> int:
-        return self.rank
