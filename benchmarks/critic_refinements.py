@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +48,45 @@ def _meaning(text: str, record: CriticSample) -> str | None:
 def _core_only(text: str) -> bool:
     words = FULL_LEXICON.words
     return all(w not in words or words[w].core for w in text.replace(",", " ").split())
+
+
+def tally(
+    records: Sequence[CriticSample],
+    answers: Sequence[Sequence[str]],
+    generator: TestbedGenerator,
+    judge: TestbedJudge,
+) -> dict[str, Any]:
+    """The figures of the module docstring for `answers[i]`, the critic's texts for
+    `records[i]` (failed-labeled records)."""
+    num_answers = rejections = 0
+    counts = dict.fromkeys(
+        ("meaning_right", "core_words_only", "repeats_used_prompt", "renders_right"), 0
+    )
+    sems: list[float] = []
+    for record, texts in zip(records, answers, strict=True):
+        before = () if is_text_to_image(record.origin_image) else (record.origin_image,)
+        wanted = _meaning(record.origin_prompt, record)
+        for text in texts:
+            num_answers += 1
+            verdict = parse_critic_output(text).value
+            if verdict is None or verdict.success:
+                continue
+            rejections += 1
+            refined = verdict.refine_prompt.strip() or record.rewritten_prompt
+            render = RenderRequest(prompt=refined, references=before, seed=0)
+            score = judge.score(record.origin_prompt, generator([render])[0], record.origin_image)
+            counts["meaning_right"] += wanted is not None and _meaning(refined, record) == wanted
+            counts["core_words_only"] += _core_only(refined)
+            counts["repeats_used_prompt"] += refined == record.rewritten_prompt
+            counts["renders_right"] += score.semantics >= 10.0
+            sems.append(stepwise_reward(record, score)[0])
+    return {
+        "records": len(records),
+        "answers": num_answers,
+        "says_failed": rejections / num_answers if num_answers else None,
+        **{k: v / rejections if rejections else None for k, v in counts.items()},
+        "mean_sem": float(np.mean(sems)) if sems else None,
+    }
 
 
 def main() -> None:
@@ -81,41 +122,8 @@ def main() -> None:
     )
     judge = TestbedJudge()
 
-    answers = rejections = 0
-    counts = dict.fromkeys(
-        ("meaning_right", "core_words_only", "repeats_used_prompt", "renders_right"), 0
-    )
-    sems: list[float] = []
-    for record, completions in zip(failed, engine.generate(requests, params), strict=True):
-        before = () if is_text_to_image(record.origin_image) else (record.origin_image,)
-        wanted = _meaning(record.origin_prompt, record)
-        for completion in completions:
-            answers += 1
-            verdict = parse_critic_output(completion.text).value
-            if verdict is None or verdict.success:
-                continue
-            rejections += 1
-            refined = verdict.refine_prompt.strip() or record.rewritten_prompt
-            render = RenderRequest(prompt=refined, references=before, seed=0)
-            score = judge.score(record.origin_prompt, generator([render])[0], record.origin_image)
-            counts["meaning_right"] += wanted is not None and _meaning(refined, record) == wanted
-            counts["core_words_only"] += _core_only(refined)
-            counts["repeats_used_prompt"] += refined == record.rewritten_prompt
-            counts["renders_right"] += score.semantics >= 10.0
-            sems.append(stepwise_reward(record, score)[0])
-    share = {k: v / rejections if rejections else None for k, v in counts.items()}
-    print(
-        json.dumps(
-            {
-                "model": args.model,
-                "records": len(failed),
-                "answers": answers,
-                "says_failed": rejections / answers if answers else None,
-                **share,
-                "mean_sem": float(np.mean(sems)) if sems else None,
-            }
-        )
-    )
+    answers = [[c.text for c in completions] for completions in engine.generate(requests, params)]
+    print(json.dumps({"model": args.model, **tally(failed, answers, generator, judge)}))
 
 
 if __name__ == "__main__":

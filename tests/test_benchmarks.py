@@ -1,0 +1,70 @@
+"""The figures `benchmarks/critic_refinements.py` computes, on hand-written critic answers."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itk_rl.formats import CriticVerdict, format_critic_answer
+from itk_rl.formats.records import CriticSample, Evaluation
+from itk_rl.testbed import TestbedGenerator, TestbedJudge
+from itk_rl.testbed.render import render
+from itk_rl.testbed.scene import Scene
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "critic_refinements.py"
+
+
+@pytest.fixture(scope="module")
+def tally():
+    spec = importlib.util.spec_from_file_location("critic_refinements", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.tally
+
+
+def _failed_step() -> CriticSample:
+    """Step 1 asked for a crimson disc on the left; the generator drew nothing."""
+    blank = render(Scene.empty(), 48)
+    return CriticSample(
+        origin_prompt="draw a crimson disc on the left",
+        rewritten_prompt="draw a crimson disc on the left",
+        origin_image=blank,
+        edited_image=blank,
+        evaluation=Evaluation(semantics=0.0, quality=10.0, success=False),
+    )
+
+
+def test_refinements_are_counted_by_meaning_words_and_render(tally) -> None:
+    def answer(success: bool, refine: str) -> str:
+        return format_critic_answer(CriticVerdict(success, refine, "left none"))
+
+    answers = [
+        answer(False, "draw a red circle on the left"),  # canonical: means it, renders right
+        answer(False, "draw a blue circle on the left"),  # core words, wrong colour
+        answer(False, "draw a crimson disc on the left"),  # repeats the used prompt
+        answer(True, ""),  # not a rejection: not counted below
+        "no answer at all",  # unreadable: not a rejection either
+    ]
+    figures = tally(
+        [_failed_step()], [answers], TestbedGenerator(misrender_prob=1.0), TestbedJudge()
+    )
+    assert figures["records"] == 1 and figures["answers"] == 5
+    assert figures["says_failed"] == pytest.approx(3 / 5)
+    assert figures["meaning_right"] == pytest.approx(2 / 3)  # the canonical one and the repeat
+    assert figures["core_words_only"] == pytest.approx(2 / 3)
+    assert figures["repeats_used_prompt"] == pytest.approx(1 / 3)
+    # misrender_prob 1: only the core-word rewrite with the right meaning renders right.
+    assert figures["renders_right"] == pytest.approx(1 / 3)
+    # SC_old is 0, so no re-render can lose (sem >= 0.5); the canonical one earns 1.0 and the
+    # wrong colour cannot reach full semantic consistency.
+    assert np.mean([1.0, 0.5, 0.5]) <= figures["mean_sem"] < 1.0
+
+
+def test_no_rejection_leaves_the_shares_undefined(tally) -> None:
+    accept = format_critic_answer(CriticVerdict(True, "", "left none"))
+    figures = tally([_failed_step()], [[accept]], TestbedGenerator(), TestbedJudge())
+    assert figures["says_failed"] == 0.0
+    assert figures["meaning_right"] is None and figures["mean_sem"] is None
