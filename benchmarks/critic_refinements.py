@@ -36,11 +36,12 @@ from itk_rl.testbed import TestbedGenerator, TestbedJudge
 from itk_rl.testbed.lexicon import FULL_LEXICON
 from itk_rl.testbed.parser import canonicalize
 from itk_rl.testbed.render import decode
+from itk_rl.testbed.scene import Scene
 
 
-def _meaning(text: str, record: CriticSample) -> str | None:
+def _meaning(text: str, before: Scene) -> str | None:
     try:
-        return canonicalize(text, decode(record.origin_image))
+        return canonicalize(text, before)
     except ValueError:
         return None
 
@@ -64,8 +65,9 @@ def tally(
     )
     sems: list[float] = []
     for record, texts in zip(records, answers, strict=True):
-        before = () if is_text_to_image(record.origin_image) else (record.origin_image,)
-        wanted = _meaning(record.origin_prompt, record)
+        references = () if is_text_to_image(record.origin_image) else (record.origin_image,)
+        scene = decode(record.origin_image)  # once per record, not per answer
+        wanted = _meaning(record.origin_prompt, scene)
         for text in texts:
             num_answers += 1
             verdict = parse_critic_output(text).value
@@ -73,9 +75,9 @@ def tally(
                 continue
             rejections += 1
             refined = verdict.refine_prompt.strip() or record.rewritten_prompt
-            render = RenderRequest(prompt=refined, references=before, seed=0)
+            render = RenderRequest(prompt=refined, references=references, seed=0)
             score = judge.score(record.origin_prompt, generator([render])[0], record.origin_image)
-            counts["meaning_right"] += wanted is not None and _meaning(refined, record) == wanted
+            counts["meaning_right"] += wanted is not None and _meaning(refined, scene) == wanted
             counts["core_words_only"] += _core_only(refined)
             counts["repeats_used_prompt"] += refined == record.rewritten_prompt
             counts["renders_right"] += score.semantics >= 10.0
