@@ -6,7 +6,8 @@
 Runs the recipe (its `prepare` first, timed apart: the data build and the tiny models), then
 prints one JSON object on its last line: wall times, the held-out loss curve, and the greedy
 generation check of the exported weights — parse and format-valid rates, exact matches and, for
-the critic, how often the verdict and the scene description (the `<think>` text) are right.
+the critic, how often the verdict and the reasoning (the `<think>` text: a scene description
+with `scene_think` targets) are right.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from itk_rl.sft import sft
 
 
 def critic_scores(examples: list[dict]) -> dict[str, float]:
-    """Verdict and scene-description accuracy of the checked outputs against their targets."""
-    verdict = scene = 0
+    """Verdict and reasoning accuracy of the checked outputs against their targets."""
+    verdict = think = 0
     for example in examples:
         output, target = (parse_critic_output(example[k]) for k in ("output", "target"))
         if output.value is not None:
             verdict += output.value.success == target.value.success
-        scene += output.think == target.think
+        think += output.think == target.think
     n = max(len(examples), 1)
-    return {"verdict_accuracy": verdict / n, "scene_accuracy": scene / n}
+    return {"verdict_accuracy": verdict / n, "think_accuracy": think / n}
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def _config(recipe: str, inputs: Path, out: Path, *overrides: str):
         f"prepare.tiny_models_dir={inputs / 'tiny_models'}",
         "data.batch_size=4",
         "data.max_eval_samples=8",
-        "epochs=1",
+        "epochs=3",  # 40 prompts give a few batches of 4: enough for max_steps=4
         "eval_every=1",
         "checkpoint_every=2",
         "trainer.micro_batch_size=2",

@@ -10,8 +10,9 @@ pipeline, its parsers and its run folder run on a CPU without any trained model.
 - `TestbedOracleCritic` decodes the before and after images, scores the after-image against
   the step's *original* prompt with the exact judge, and on failure answers with the original
   prompt rewritten in core words (`canonicalize`): the refinement a perfect critic writes. With
-  `canonical_rate` < 1 it is an imperfect teacher (DESIGN §5): some refinements are paraphrases
-  in out-of-vocabulary words, which the generator may misrender again.
+  `canonical_rate` < 1 it is a teacher that does not know the generator's vocabulary: some
+  refinements are paraphrases spelling each word with any of its spellings, core or synonym,
+  which the generator may misrender again.
 """
 
 from __future__ import annotations
@@ -173,9 +174,10 @@ class TestbedOracleCritic:
         template: the critic prompt template the pipeline uses, to read the prompts back.
         min_quality: lowest perceptual quality (0–10) accepted.
         canonical_rate: chance that a refinement is written in core words; otherwise it is a
-            paraphrase with a synonym for every word that has one (decided per request from
-            its seed, so a run is repeatable). Below 1 the teacher is imperfect, so teacher
-            data holds refinements that fail as well as ones that work.
+            paraphrase (`paraphrase`; decided per request from its seed, so a run is
+            repeatable). At 0 the teacher is blind to the generator's vocabulary, as the
+            paper's teachers are: its refinements are right in meaning, and whether they
+            render right is left to the generator.
     """
 
     __test__ = False  # not a pytest class, despite the name
@@ -232,13 +234,13 @@ class TestbedOracleCritic:
 
 
 def paraphrase(text: str, rng: np.random.Generator) -> str:
-    """`text` (absolute places) with every attribute word that has synonyms replaced by a random
-    one: the same meaning, in words the testbed generator does not know."""
+    """`text` (absolute places) with every attribute word spelled with a random one of its
+    spellings, the core word included: the same meaning, written by someone who does not know
+    which words the generator knows (so some paraphrases happen to be all core words)."""
 
     def choose(kind: str, value: str | int, plural: bool) -> str:
-        synonyms = FULL_LEXICON.synonyms(kind, value, plural)
-        if synonyms:
-            return synonyms[int(rng.integers(len(synonyms)))]
-        return FULL_LEXICON.spell(kind, value, plural)
+        spellings = (FULL_LEXICON.spell(kind, value, plural),)
+        spellings += FULL_LEXICON.synonyms(kind, value, plural)
+        return spellings[int(rng.integers(len(spellings)))]
 
     return format_edit(parse_instruction(text, FULL_LEXICON), choose)

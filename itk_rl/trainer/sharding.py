@@ -6,11 +6,18 @@ weights plus the shards, and communication overlaps compute. The blocks are the 
 `_no_split_modules` (e.g. `Qwen2_5_VLDecoderLayer`, `Qwen2_5_VLVisionBlock`), the classes
 transformers already marks as units that must stay whole; everything else (embeddings, norms,
 lm_head, the vision patch embedding and merger) goes into the root group.
+
+The process group itself is joined through rank 0's key-value store (`serve_store`,
+`join_process_group`), which rank 0 opens on a port the OS picks in its own process: choosing a
+free port in one process and binding it in another races with everything else on the machine.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -53,6 +60,32 @@ def shard(
         fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=policy)
     fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward, mp_policy=policy)
     return model
+
+
+RENDEZVOUS_TIMEOUT = timedelta(minutes=30)
+
+
+def serve_store(world_size: int) -> dist.TCPStore:
+    """Rank 0's store for the group, on a port the OS picks (`.port`), served by this process."""
+    return dist.TCPStore("0.0.0.0", 0, world_size, True, RENDEZVOUS_TIMEOUT, wait_for_workers=False)
+
+
+def join_process_group(
+    rank: int, world_size: int, store: dist.TCPStore | None, address: str, port: int
+) -> torch.device:
+    """Join the default process group through `store` (rank 0's own) or rank 0's store at
+    `address:port`; returns this rank's device: CUDA 0 with NCCL where a GPU is visible (Ray
+    exposes only the actor's own), else the CPU with gloo."""
+    store = store or dist.TCPStore(address, port, world_size, False, RENDEZVOUS_TIMEOUT)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(0)
+        device, backend = torch.device("cuda", 0), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    dist.init_process_group(
+        backend, store=store, rank=rank, world_size=world_size, timeout=RENDEZVOUS_TIMEOUT
+    )
+    return device
 
 
 def data_parallel_mesh(device_type: str, world_size: int) -> DeviceMesh:

@@ -13,7 +13,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -29,9 +28,7 @@ from itk_rl.trainer import checkpoint
 from itk_rl.trainer.batch import ModelBatch, TrainSample, build_batch, sequence_logprobs
 from itk_rl.trainer.config import TrainerConfig
 from itk_rl.trainer.grpo import LOSS_METRICS, GlobalBatch, policy_loss
-from itk_rl.trainer.sharding import data_parallel_mesh, shard
-
-_RENDEZVOUS_TIMEOUT = timedelta(minutes=30)
+from itk_rl.trainer.sharding import data_parallel_mesh, join_process_group, serve_store, shard
 
 
 @dataclass
@@ -68,27 +65,13 @@ class TrainerWorker:
         """Rank 0 only: serve the group's key-value store on a port the OS picks, in this very
         process, so no other process can take the port between choosing and binding it.
         Returns the address the other ranks join."""
-        self._store = dist.TCPStore(
-            "0.0.0.0", 0, self.world_size, True, _RENDEZVOUS_TIMEOUT, wait_for_workers=False
-        )
+        self._store = serve_store(self.world_size)
         return ray.util.get_node_ip_address(), self._store.port
 
     def setup(self, master_addr: str, master_port: int) -> None:
         """Join the process group through rank 0's store, then load and shard the model."""
-        store = self._store or dist.TCPStore(
-            master_addr, master_port, self.world_size, False, _RENDEZVOUS_TIMEOUT
-        )
-        if torch.cuda.is_available():  # Ray exposes only this actor's GPU
-            torch.cuda.set_device(0)
-            self.device, backend = torch.device("cuda", 0), "nccl"
-        else:
-            self.device, backend = torch.device("cpu"), "gloo"
-        dist.init_process_group(
-            backend,
-            store=store,
-            rank=self.rank,
-            world_size=self.world_size,
-            timeout=_RENDEZVOUS_TIMEOUT,
+        self.device = join_process_group(
+            self.rank, self.world_size, self._store, master_addr, master_port
         )
         torch.manual_seed(self.config.seed)
         hf_logging.disable_progress_bar()  # one bar per rank and load is noise in the driver log

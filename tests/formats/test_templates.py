@@ -31,9 +31,12 @@ def test_packaged_templates_load() -> None:
         assert template.system and template.user
 
 
-def test_testbed_critic_asks_for_a_slot_by_slot_scene() -> None:
-    system = load_template("critic_testbed").system
-    assert "left" in system and "centre" in system and "right" in system
+def test_testbed_critic_template_is_short_and_carries_both_prompts() -> None:
+    template = load_template("critic_testbed")
+    system, user = template.render(original_prompt="make the disc red", used_prompt="make it red")
+    assert len(system.split()) <= 20  # each prompt token costs every SFT and GRPO step on a CPU
+    assert "before" in system and "after" in system
+    assert user == "Instruction: make the disc red\nUsed: make it red"
 
 
 def test_template_from_a_path_renders(tmp_path: Path) -> None:
