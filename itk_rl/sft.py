@@ -136,18 +136,23 @@ def prepare_testbed_sft(
     vocab_size: int,
     templates: Sequence[str] = (),
     seed: int = 0,
+    vision_pretraining_steps: int = 0,
 ) -> None:
     """The testbed's inputs, each made only when missing: the three datasets (the data build
     recipe `data_recipe` into `data_dir`, its report included) and tiny models whose
     tokenizer is word-level (DESIGN §5: byte tokens keep a tiny critic at chance), trained on
-    the testbed corpus plus the prompt `templates`' text so that prompts are word tokens too."""
+    the testbed corpus plus the prompt `templates`' text so that prompts are word tokens too.
+    With `vision_pretraining_steps` > 0 the Qwen2.5-VL model's vision tower is then pretrained
+    to read testbed scenes (`itk_rl.testbed.vision`), as real critics start from towers that see.
+    """
     from itk_rl.data.build import run as build_data
     from itk_rl.testbed.tasks import corpus
+    from itk_rl.testbed.vision import pretrain_vision_tower
 
     if not (Path(data_dir) / "build.json").is_file():
         overrides = [f"output_dir={data_dir}", *data_overrides]
         build_data(compose_recipe(data_recipe, overrides), recipe=data_recipe)
-    build_tiny_models(
+    paths = build_tiny_models(
         Path(tiny_models_dir),
         tokenizer_kind="word",
         corpus=[*corpus(), *_template_texts(templates)],
@@ -155,6 +160,9 @@ def prepare_testbed_sft(
         seed=seed,
         vlm_config=vlm_config,
     )
+    if vision_pretraining_steps > 0:
+        figures = pretrain_vision_tower(paths.qwen2_5_vl, vision_pretraining_steps, seed=seed)
+        print(f"[prepare] vision tower pretrained: {figures}")
 
 
 def _template_texts(names: Sequence[str]) -> list[str]:

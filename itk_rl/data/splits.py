@@ -15,9 +15,9 @@ Critic-SFT targets: `format_critic_answer(CriticVerdict(success, refine_prompt, 
 - failure: `refine_prompt` is the prompt of the first *later* attempt of the same step that
   the judge scores a success — the teacher's successful refinement. A failed attempt with no
   successful refinement has no target worth learning and is left out of Critic-SFT (counted).
-- `think` comes from the recipe's `think` function: `no_think` (the testbed's CPU critic, see
-  there), `scene_think` (the whole after-scene described, which forces a critic to look) or
-  `teacher_think` (the teacher critic's own reasoning).
+- `think` comes from the recipe's `think` function: `scene_think` (the testbed: the whole
+  after-scene described, which makes the critic look; DESIGN §5) or `teacher_think` (the
+  teacher critic's own reasoning).
 
 Planner-SFT pairs (`planner_pairs`) come from every finished trajectory, unfiltered.
 """
@@ -58,17 +58,6 @@ ThinkFn = Callable[[Attempt, np.ndarray, np.ndarray], str]
 """`(attempt, before image, after image) -> think text` of a Critic-SFT target."""
 
 TRAIN, EVAL = "train", "eval"
-
-
-def no_think(attempt: Attempt, before: np.ndarray, after: np.ndarray) -> str:
-    """An empty reasoning: the testbed's CPU critic answers at once.
-
-    Measured on the testbed (3000 prompts, 686 SFT steps on 2 cores): a tiny critic trained to
-    describe the after-scene first gets the description right 3 % of the time — perception
-    needs several times that budget — and its wrong descriptions leak into its refinements
-    (refinements right in meaning 0.46, verdicts 0.73; with no reasoning 0.52 and 0.80).
-    """
-    return ""
 
 
 def scene_think(attempt: Attempt, before: np.ndarray, after: np.ndarray) -> str:

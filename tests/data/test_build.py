@@ -63,7 +63,7 @@ def test_the_testbed_build_writes_three_datasets_and_a_report(full_build):
         for sample, target in sft:
             verdict = parse_critic_output(target)
             assert verdict.format_valid and verdict.value.success == sample.evaluation.success
-            assert verdict.think == ""  # the recipe's no_think: the tiny critic answers at once
+            assert verdict.think.startswith("left ")  # the after-scene, described
         for pair in pairs:
             assert parse_planner_output(pair.target).ok and len(pair.prefix_images) == pair.cut
     train = counts["splits"]["train"]

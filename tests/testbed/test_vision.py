@@ -1,0 +1,27 @@
+"""Vision pretraining: the tiny tower learns to read testbed slots, is saved, and is not redone."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from itk_rl.testbed.vision import MARKER, pretrain_vision_tower
+
+
+def test_the_tower_learns_to_read_slots_and_is_saved_once(tiny_models, tmp_path: Path) -> None:
+    folder = tmp_path / "critic"
+    shutil.copytree(tiny_models.qwen2_5_vl, folder)
+    weights = folder / "model.safetensors"
+    before = load_file(weights)
+    figures = pretrain_vision_tower(folder, steps=150, batch_size=32, eval_scenes=128)
+    assert figures["slots_right_before"] < 0.2  # a random tower reads nothing
+    assert figures["slots_right_after"] > 0.9
+    after = load_file(weights)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("visual" in k for k in changed)  # only the tower was trained
+    assert (folder / MARKER).is_file()
+    assert pretrain_vision_tower(folder, steps=150) == figures  # recorded, not redone
+    assert load_file(weights).keys() == after.keys()
