@@ -16,8 +16,8 @@ Critic-SFT targets: `format_critic_answer(CriticVerdict(success, refine_prompt, 
   the judge scores a success — the teacher's successful refinement. A failed attempt with no
   successful refinement has no target worth learning and is left out of Critic-SFT (counted).
 - `think` comes from the recipe's `think` function: `scene_think` (the testbed: the whole
-  after-scene described, which makes the critic look; DESIGN §5) or `teacher_think` (the
-  teacher critic's own reasoning).
+  after-scene described, which makes the critic look) or `teacher_think` (the teacher critic's
+  own reasoning).
 
 Planner-SFT pairs (`planner_pairs`) come from every finished trajectory, unfiltered.
 """
@@ -61,10 +61,11 @@ TRAIN, EVAL = "train", "eval"
 
 
 def scene_think(attempt: Attempt, before: np.ndarray, after: np.ndarray) -> str:
-    """The testbed critic's reasoning: the whole after-image described slot by slot."""
-    from itk_rl.testbed import decode, describe
+    """The testbed critic's reasoning: the whole after-image described slot by slot, and its
+    smudge if any (`itk_rl.testbed.render.describe_image`)."""
+    from itk_rl.testbed.render import describe_image
 
-    return describe(decode(after))
+    return describe_image(after)
 
 
 def teacher_think(attempt: Attempt, before: np.ndarray, after: np.ndarray) -> str:

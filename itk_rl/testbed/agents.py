@@ -39,7 +39,7 @@ from itk_rl.testbed.edits import apply
 from itk_rl.testbed.judge import TestbedJudge
 from itk_rl.testbed.lexicon import FULL_LEXICON
 from itk_rl.testbed.parser import canonicalize, format_edit, parse_instruction
-from itk_rl.testbed.render import decode
+from itk_rl.testbed.render import decode, describe_image
 from itk_rl.testbed.scene import Scene, describe
 
 
@@ -210,8 +210,8 @@ class TestbedOracleCritic:
             raise ValueError(f"the critic needs 2 images (before, after), got {got}")
         before, after = request.images
         original, used = fields["original_prompt"], fields["used_prompt"]
-        before_scene, after_scene = decode(before), decode(after)
-        seen = f"I see: {describe(after_scene)}."
+        before_scene = decode(before)
+        seen = f"I see: {describe_image(after)}."
         try:
             expected = apply(parse_instruction(original), before_scene, strict=True)
             score = self.judge.score(original, after, before)

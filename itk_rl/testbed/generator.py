@@ -18,7 +18,7 @@ import numpy as np
 from itk_rl.testbed.edits import Add, AddMany, Modify, Move, Op, Resolved, execute, resolve_op
 from itk_rl.testbed.lexicon import COLOURS, FULL_LEXICON, SHAPES, SIZES
 from itk_rl.testbed.parser import parse_instruction
-from itk_rl.testbed.render import DEFAULT_IMAGE_SIZE, add_noise, decode, render
+from itk_rl.testbed.render import DEFAULT_IMAGE_SIZE, add_smudge, decode, render
 from itk_rl.testbed.scene import NUM_SLOTS, Scene
 
 if TYPE_CHECKING:
@@ -45,9 +45,9 @@ class TestbedGenerator:
         image_size: side of text-to-image canvases, in pixels.
         misrender_prob: chance that each out-of-vocabulary field is rendered wrong (the size
             of the vocabulary gap; 0 turns the gap off).
-        artifact_prob: chance that an image gets `artifact_pixels` stray noise pixels, which
+        artifact_prob: chance that an image gets a smudge (`add_smudge`), which
             lowers the judge's perceptual quality but not what the image shows.
-        artifact_pixels: how many stray pixels an image with artifacts gets.
+        artifact_size: side of the square smudge, in pixels.
     """
 
     __test__ = False  # not a pytest class, despite the name
@@ -57,7 +57,7 @@ class TestbedGenerator:
         image_size: int = DEFAULT_IMAGE_SIZE,
         misrender_prob: float = 1.0,
         artifact_prob: float = 0.0,
-        artifact_pixels: int = 8,
+        artifact_size: int = 3,
     ) -> None:
         for name, prob in (("misrender_prob", misrender_prob), ("artifact_prob", artifact_prob)):
             if not 0.0 <= prob <= 1.0:
@@ -65,7 +65,7 @@ class TestbedGenerator:
         self.image_size = image_size
         self.misrender_prob = misrender_prob
         self.artifact_prob = artifact_prob
-        self.artifact_pixels = artifact_pixels
+        self.artifact_size = artifact_size
 
     def __call__(self, requests: Sequence[RenderRequest]) -> list[np.ndarray]:
         """One `[H, W, 3]` uint8 image per request, in order."""
@@ -80,7 +80,7 @@ class TestbedGenerator:
             before, size = Scene.empty(), (self.image_size, self.image_size)
         image = render(self.edit_scene(request.prompt, before, rng), size)
         if self.artifact_prob > 0 and rng.random() < self.artifact_prob:
-            image = add_noise(image, self.artifact_pixels, rng)
+            image = add_smudge(image, self.artifact_size, rng)
         return image
 
     def edit_scene(self, prompt: str, before: Scene, rng: np.random.Generator) -> Scene:

@@ -22,7 +22,7 @@ Perceptual quality (PQ) — `perceptual_quality`:
         PQ = 10 · max(0, 1 − bad / (artifact_tolerance · H · W))
 
     It stands for min(naturalness, artifacts): in this world both show up as unexplained
-    pixels. With the default tolerance (1 % of pixels), 8 stray pixels on 48×48 give ≈ 6.5.
+    pixels. With the default tolerance (1 % of pixels), a 3×3 smudge on 48×48 gives ≈ 6.1.
 """
 
 from __future__ import annotations

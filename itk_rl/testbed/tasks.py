@@ -43,6 +43,7 @@ from itk_rl.testbed.lexicon import (
     Lexicon,
 )
 from itk_rl.testbed.parser import WordChooser, canonicalize, format_edit
+from itk_rl.testbed.render import ARTIFACT_NOTE
 from itk_rl.testbed.scene import Scene, describe
 
 REQUEST_OPENERS = ("Show step by step:", "Step by step:", "Draw in steps:")
@@ -244,11 +245,13 @@ class TaskSampler:
 def corpus(num_tasks: int = 200, seed: int = 0) -> Iterator[str]:
     """Representative testbed texts for training a word-level tokenizer: every lexicon and
     grammar word once, then requests, prompts (raw and canonical), step names, instructions
-    and scene descriptions of sampled tasks, with and without synonyms."""
-    yield " ".join([*GRAMMAR_WORDS, *FULL_LEXICON.words])
+    and scene descriptions of sampled tasks (also with `ARTIFACT_NOTE`, as the critic writes
+    them), with and without synonyms."""
+    yield " ".join([*GRAMMAR_WORDS, *FULL_LEXICON.words, ARTIFACT_NOTE])
     for rate in (0.0, 0.5):
         for task in TaskSampler(seed=seed, synonym_rate=rate, min_steps=1).sample(num_tasks):
             yield task.request
             for step, canonical in zip(task.plan.steps, task.canonical_prompts, strict=True):
                 yield from (step.step_name, step.instruction, step.prompt, canonical)
                 yield step.auxiliary_text
+                yield f"{step.auxiliary_text}; {ARTIFACT_NOTE}"

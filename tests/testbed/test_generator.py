@@ -106,7 +106,7 @@ def test_misrender_prob_sets_the_size_of_the_gap() -> None:
 
 
 def test_artifacts_lower_quality_not_content() -> None:
-    generator = TestbedGenerator(artifact_prob=1.0, artifact_pixels=8)
+    generator = TestbedGenerator(artifact_prob=1.0, artifact_size=3)
     [image] = generator([make_request("make the circle green", BEFORE, seed=3)])
     score = judge.score("make the circle green", image, BEFORE)
     assert score.semantics == 10.0 and score.quality < 10.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from itk_rl.testbed.judge import TestbedJudge, perceptual_quality
-from itk_rl.testbed.render import add_noise, render
+from itk_rl.testbed.render import add_smudge, render
 from itk_rl.testbed.scene import Scene, ShapeObject
 
 RED_CIRCLE = ShapeObject("circle", "red", "large")
@@ -82,11 +82,11 @@ def test_semantic_scores_follow_the_documented_formula() -> None:
 
 def test_artifacts_lower_quality_only() -> None:
     clean = render(Scene.of(left=RED_CIRCLE))
-    noisy = add_noise(clean, 8, np.random.default_rng(0))
+    noisy = add_smudge(clean, 3, np.random.default_rng(0))
     score = judge.score("draw a large red circle on the left", noisy)
     assert score.semantics == 10.0
-    assert score.quality == pytest.approx(10.0 * (1 - 8 / (0.01 * 48 * 48)))
-    worse = add_noise(clean, 40, np.random.default_rng(0))
+    assert score.quality == pytest.approx(10.0 * (1 - 9 / (0.01 * 48 * 48)))
+    worse = add_smudge(clean, 5, np.random.default_rng(0))
     assert perceptual_quality(worse) == 0.0
     assert (
         TestbedJudge(artifact_tolerance=0.05).score("draw a red circle on the left", noisy).quality
