@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--task-seed", type=int, default=HELDOUT_SEED)
     parser.add_argument("--synonym-rate", type=float, default=0.5)
     parser.add_argument("--misrender-prob", type=float, default=1.0)
+    parser.add_argument("--artifact-prob", type=float, default=0.0)
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="device of the trained critics")
     parser.add_argument("--out", default="outputs/testbed_eval")
@@ -56,11 +57,16 @@ def main() -> None:
     for name, path in (("sft", args.sft), ("grpo", args.grpo)):
         if path:
             critic = checkpoint_critic(path, device=args.device)
-            systems[name] = SystemSpec(critic, f"{name.upper()} critic {path}", args.max_attempts)
+            versus = "sft" if name == "grpo" and args.sft else None
+            systems[name] = SystemSpec(
+                critic, f"{name.upper()} critic {path}", args.max_attempts, compare_with=versus
+            )
     if not args.no_oracle:
         systems["oracle"] = SystemSpec(oracle_critic(), "oracle (exact judge)", args.max_attempts)
     start = time.perf_counter()
-    generator = TestbedGenerator(misrender_prob=args.misrender_prob)
+    generator = TestbedGenerator(
+        misrender_prob=args.misrender_prob, artifact_prob=args.artifact_prob
+    )
     result = evaluate_testbed(systems, tasks, generator, TestbedJudge(), args.out, args.seed)
     elapsed = time.perf_counter() - start
     curves = dict(item.split("=", 1) for item in args.curves)

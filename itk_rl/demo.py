@@ -61,7 +61,9 @@ def evaluate(cfg: DictConfig, sft_final: Path, grpo_final: Path, out: Path) -> d
     systems = {
         "generator_alone": SystemSpec(None, "the plan rendered once per step, no critic"),
         "sft_critic": SystemSpec(checkpoint_critic(sft_final), "critic after SFT"),
-        "grpo_critic": SystemSpec(checkpoint_critic(grpo_final), "critic after SFT + GRPO"),
+        "grpo_critic": SystemSpec(
+            checkpoint_critic(grpo_final), "critic after SFT + GRPO", compare_with="sft_critic"
+        ),
         "oracle_critic": SystemSpec(oracle_critic(), "oracle critic (exact judge): upper bound"),
     }
     # Run pages go to out/runs/, beside report/ which links to them.

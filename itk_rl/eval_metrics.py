@@ -103,6 +103,9 @@ METRICS: dict[str, Ratio] = {
     ),
 }
 DELTA_METRICS = ("final_score", "scene_accuracy")
+COMPARISON_METRICS = ("final_score", "scene_accuracy", "verdict_accuracy", "improvement_rate")
+"""Paired differences between two critics (`SystemResult.comparison`): every metric the two
+share, where the deltas against the critic-less baseline have only the first two."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class SystemResult:
     counts: dict[str, int]
     tasks: tuple[TaskOutcome, ...]
     deltas: dict[str, Estimate] = field(default_factory=dict)
+    compared_with: str | None = None
+    comparison: dict[str, Estimate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ class EvalResult:
             s.name: {
                 **{k: triple(e) for k, e in s.metrics.items()},
                 **{f"delta/{k}": triple(e) for k, e in s.deltas.items()},
+                **{f"vs_{s.compared_with}/{k}": triple(e) for k, e in s.comparison.items()},
                 "counts": s.counts,
             }
             for s in self.systems
@@ -188,8 +194,11 @@ def summarise(
     tasks: Sequence[TaskOutcome],
     resamples: np.ndarray,
     baseline: Sequence[TaskOutcome] | None = None,
+    compared_with: tuple[str, Sequence[TaskOutcome]] | None = None,
 ) -> SystemResult:
-    """Metrics with CIs, counts, and paired deltas against `baseline` (same tasks, in order)."""
+    """Metrics with CIs, counts, and paired deltas against `baseline` (same tasks, in order);
+    with `compared_with` = (name, outcomes) of another system, the paired differences of
+    `COMPARISON_METRICS` against it too."""
 
     def arrays(outcomes: Sequence[TaskOutcome], metric: str) -> tuple[np.ndarray, np.ndarray]:
         num_fn, den_fn = METRICS[metric]
@@ -203,6 +212,11 @@ def summarise(
     if baseline is not None:
         for m in DELTA_METRICS:
             deltas[m] = bootstrap_ratio(*arrays(tasks, m), resamples, arrays(baseline, m))
+    comparison = {}
+    if compared_with is not None:
+        other = compared_with[1]
+        for m in COMPARISON_METRICS:
+            comparison[m] = bootstrap_ratio(*arrays(tasks, m), resamples, arrays(other, m))
     calls = [a for t in tasks for a in _critic_calls(t)]
     counts = {
         "tasks": len(tasks),
@@ -214,4 +228,13 @@ def summarise(
         "refinements": sum(len(_refinements(t)) for t in tasks),
         "stopped_runs": sum(t.error is not None for t in tasks),
     }
-    return SystemResult(name, description, metrics, counts, tuple(tasks), deltas)
+    return SystemResult(
+        name,
+        description,
+        metrics,
+        counts,
+        tuple(tasks),
+        deltas,
+        compared_with[0] if compared_with is not None else None,
+        comparison,
+    )

@@ -141,12 +141,17 @@ def check_heldout(tasks: Sequence[TestbedTask], training: str | Path | Iterable[
 
 @dataclass
 class SystemSpec:
-    """A named pipeline configuration: its critic (None: each step rendered once) and T_max."""
+    """A named pipeline configuration: its critic (None: each step rendered once) and T_max.
+
+    `compare_with` names a system listed before this one: the paired differences against it are
+    reported too (the GRPO critic against the SFT critic, on the same renders).
+    """
 
     critic: Agent | None = None
     description: str = ""
     max_attempts: int = 3
     accept_last_attempt_unreviewed: bool = True
+    compare_with: str | None = None
 
 
 def oracle_critic() -> Agent:
@@ -268,9 +273,14 @@ def evaluate_testbed(
     is written to `out_dir/runs/<system>/task_NNN/`. Names must be usable as folder names."""
     if not systems or not tasks:
         raise ValueError(f"need systems and tasks, got {len(systems)} and {len(tasks)}")
-    for name in systems:
+    for index, (name, spec) in enumerate(systems.items()):
         if not _NAME.fullmatch(name):
             raise ValueError(f"system name {name!r}: use letters, digits, '_', '.', '-'")
+        if spec.compare_with is not None and spec.compare_with not in list(systems)[:index]:
+            raise ValueError(
+                f"system {name!r}: compare_with={spec.compare_with!r} must name a system "
+                f"listed before it ({list(systems)[:index]})"
+            )
     out = Path(out_dir)
     rng = np.random.default_rng([seed, 1])
     resamples = rng.integers(len(tasks), size=(bootstrap_resamples, len(tasks)))
@@ -278,7 +288,9 @@ def evaluate_testbed(
     for name, spec in systems.items():
         outcomes = run_system(name, spec, tasks, generator, judge, out, seed, success_threshold)
         baseline = results[0].tasks if results else None
-        results.append(summarise(name, spec.description, outcomes, resamples, baseline))
+        other = next((r for r in results if r.name == spec.compare_with), None)
+        compared = (other.name, other.tasks) if other is not None else None
+        results.append(summarise(name, spec.description, outcomes, resamples, baseline, compared))
     settings = {
         "num_tasks": len(tasks),
         "seed": seed,
@@ -291,6 +303,7 @@ def evaluate_testbed(
                 "critic": spec.critic is not None,
                 "max_attempts": spec.max_attempts,
                 "accept_last_attempt_unreviewed": spec.accept_last_attempt_unreviewed,
+                "compare_with": spec.compare_with,
             }
             for name, spec in systems.items()
         },

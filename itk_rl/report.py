@@ -113,11 +113,16 @@ def _table(result: EvalResult) -> str:
     deltas = sorted({k for s in result.systems for k in s.deltas})
     counts = ("steps", "critic_calls", "parse_failures", "refinements", "stopped_runs")
     head = ["system", "critic", *(TITLES[m] for m in metrics)]
-    head += [f"Δ {m} vs {result.settings['baseline']}" for m in deltas] + list(counts)
+    compared = sorted({(s.compared_with, m) for s in result.systems for m in s.comparison})
+    head += [f"Δ {m} vs {result.settings['baseline']}" for m in deltas]
+    head += [f"Δ {m} vs {other}" for other, m in compared] + list(counts)
     rows = []
     for s in result.systems:
         cells = [s.name, s.description, *(_fmt(s.metrics[m]) for m in metrics)]
         cells += [_fmt(s.deltas[m]) if m in s.deltas else "—" for m in deltas]
+        cells += [
+            _fmt(s.comparison[m]) if s.compared_with == other else "—" for other, m in compared
+        ]
         cells += [str(s.counts[c]) for c in counts]
         rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{_e(h)}</th>" for h in head)

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from itk_rl.eval_metrics import METRICS, EvalResult, bootstrap_ratio
+from itk_rl.eval_metrics import COMPARISON_METRICS, METRICS, EvalResult, bootstrap_ratio
 from itk_rl.evaluate import (
     HELDOUT_SEED,
     SystemSpec,
@@ -43,7 +43,7 @@ def evaluated(tiny_models, tmp_path_factory) -> tuple[Path, EvalResult, Path]:
     systems = {
         "generator_alone": SystemSpec(description="none"),
         "tiny": SystemSpec(checkpoint_critic(tiny_models.qwen2_5_vl, max_new_tokens=8), "random"),
-        "oracle": SystemSpec(oracle_critic(), "oracle"),
+        "oracle": SystemSpec(oracle_critic(), "oracle", compare_with="tiny"),
     }
     generator = TestbedGenerator(misrender_prob=1.0)
     result = evaluate_testbed(systems, tasks, generator, TestbedJudge(), out, seed=3)
@@ -108,6 +108,33 @@ def test_metrics_have_cis_containing_the_estimate(evaluated) -> None:
         assert system.counts["tasks"] == NUM_TASKS
         assert system.counts["steps"] == sum(t.num_steps for t in system.tasks)
     assert not result.systems[0].deltas and set(result.systems[1].deltas)
+
+
+def test_a_critic_compared_with_another_gets_paired_differences(evaluated) -> None:
+    _, result, page = evaluated
+    tiny, oracle = result.systems[1], result.systems[2]
+    assert not tiny.comparison and oracle.compared_with == "tiny"
+    assert set(oracle.comparison) == set(COMPARISON_METRICS)
+    for metric, estimate in oracle.comparison.items():
+        mine, theirs = oracle.metrics[metric].value, tiny.metrics[metric].value
+        if mine is None or theirs is None:
+            assert estimate.value is None, metric
+        else:
+            assert estimate.value == pytest.approx(mine - theirs), metric
+            assert estimate.low <= estimate.value <= estimate.high, metric
+    assert result.figures()["oracle"]["vs_tiny/final_score"][0] == pytest.approx(
+        oracle.comparison["final_score"].value, abs=1e-4
+    )
+    assert "Δ final_score vs tiny" in page.read_text()
+
+
+def test_compare_with_must_name_an_earlier_system(tmp_path) -> None:
+    systems = {
+        "oracle": SystemSpec(oracle_critic(), "oracle", compare_with="later"),
+        "later": SystemSpec(oracle_critic(), "oracle"),
+    }
+    with pytest.raises(ValueError, match="compare_with='later' must name a system listed before"):
+        evaluate_testbed(systems, heldout_tasks(1), TestbedGenerator(), TestbedJudge(), tmp_path)
 
 
 def test_random_critic_junk_counts_as_parse_failures(evaluated) -> None:
