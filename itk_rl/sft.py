@@ -142,8 +142,9 @@ def prepare_testbed_sft(
     recipe `data_recipe` into `data_dir`, its report included) and tiny models whose
     tokenizer is word-level (DESIGN §5: byte tokens keep a tiny critic at chance), trained on
     the testbed corpus plus the prompt `templates`' text so that prompts are word tokens too.
-    With `vision_pretraining_steps` > 0 the Qwen2.5-VL model's vision tower is then pretrained
-    to read testbed scenes (`itk_rl.testbed.vision`), as real critics start from towers that see.
+    With `vision_pretraining_steps` > 0 the vision tower of the `vlm_config.family` model (the
+    one the recipe trains) is then pretrained to read testbed scenes (`itk_rl.testbed.vision`),
+    as real critics start from towers that see.
     """
     from itk_rl.data.build import run as build_data
     from itk_rl.testbed.tasks import corpus
@@ -161,7 +162,8 @@ def prepare_testbed_sft(
         vlm_config=vlm_config,
     )
     if vision_pretraining_steps > 0:
-        figures = pretrain_vision_tower(paths.qwen2_5_vl, vision_pretraining_steps, seed=seed)
+        critic = getattr(paths, vlm_config.family)
+        figures = pretrain_vision_tower(critic, vision_pretraining_steps, seed=seed)
         print(f"[prepare] vision tower pretrained: {figures}")
 
 

@@ -61,6 +61,9 @@ def test_critic_sft_lowers_the_held_out_loss_logs_checkpoints_exports_and_resume
     run = final.parent
     for name in ("build.json", "report", "critic_sft", "critic_rl", "planner_sft"):
         assert (inputs / "data" / name).exists(), name  # the build and its report
+    pretrained = inputs / "tiny_models" / "qwen3_vl" / "vision_pretraining.json"
+    assert json.loads(pretrained.read_text())["places_right_after"] > 0.9  # the recipe's family
+    assert json.loads((final / "config.json").read_text())["model_type"] == "qwen3_vl"
     metrics = _metrics(run)
     assert sorted(metrics) == [0, 1, 2, 3, 4]
     assert metrics[4]["eval/loss"] < metrics[0]["eval/loss"]

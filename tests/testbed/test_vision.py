@@ -1,5 +1,5 @@
-"""Vision pretraining: the tiny tower learns to read testbed slots, is saved, and is not redone;
-smudges are labelled in the token cells they touch."""
+"""Vision pretraining: the tiny tower learns to read testbed slots and its tokens their places,
+is saved, and is not redone; smudges are labelled in the token cells they touch."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from itk_rl.testbed.scene import Scene
 from itk_rl.testbed.vision import MARKER, _smudged_cells, pretrain_vision_tower
 
 
-def test_the_tower_learns_to_read_slots_and_is_saved_once(tiny_models, tmp_path: Path) -> None:
+def test_the_tower_learns_slots_and_places_and_is_saved_once(tiny_models, tmp_path: Path) -> None:
     folder = tmp_path / "critic"
-    shutil.copytree(tiny_models.qwen2_5_vl, folder)
+    shutil.copytree(tiny_models.qwen3_vl, folder)
     weights = folder / "model.safetensors"
     before = load_file(weights)
     figures = pretrain_vision_tower(folder, steps=150, batch_size=32, eval_scenes=128)
     assert figures["slots_right_before"] < 0.2  # a random tower reads nothing
     assert figures["slots_right_after"] > 0.9
+    assert figures["places_right_before"] < 0.3 < 0.9 < figures["places_right_after"]
     after = load_file(weights)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("visual" in k for k in changed)  # only the tower was trained
