@@ -143,10 +143,10 @@ def pretrain_vision_tower(
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
     reader = _SceneReader(model)
-    heads = [*reader.head.parameters(), *reader.artifact_head.parameters()]
-    heads += reader.place_head.parameters()
+    heads = [reader.head, reader.artifact_head, reader.place_head]
     places = torch.arange(NUM_SLOTS * NUM_SLOTS)
-    optimizer = torch.optim.AdamW([*model.model.visual.parameters(), *heads], lr=lr)
+    trained = [*model.model.visual.parameters(), *(p for head in heads for p in head.parameters())]
+    optimizer = torch.optim.AdamW(trained, lr=lr)
     loss_fn = nn.CrossEntropyLoss()
 
     def batch(n: int) -> tuple[dict, torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from transformers import (
@@ -58,6 +58,11 @@ class TinyVLMConfig:
     max_pixels: int = 128 * 128
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        families = get_args(VLMFamily)
+        if self.family not in families:
+            raise ValueError(f"vlm_config.family must be one of {families}, got {self.family!r}")
 
     @property
     def head_dim(self) -> int:

@@ -144,3 +144,8 @@ def test_left_padding_does_not_change_logprobs(vlm):
         batched = response_logprobs(model, encode(processor, chats), response_ids)
         alone = response_logprobs(model, encode(processor, chats[:1]), response_ids[:1])
     torch.testing.assert_close(batched[:1], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_an_unknown_family_is_named() -> None:
+    with pytest.raises(ValueError, match=r"vlm_config.family .*'qwen2_vl'"):
+        TinyVLMConfig(family="qwen2_vl")
