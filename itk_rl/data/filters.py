@@ -20,7 +20,8 @@ order, each step landing in exactly one bin:
 A critic record's label is the judge's: `success = O ≥ success_threshold`.
 
 Balancing, then the ratio (`balance_labels`, `enforce_ratio`): each side's true/false labels
-are balanced first (downsampling the majority, or upsampling the minority with replacement),
+are balanced first (downsampling the majority, or upsampling the minority with replacement;
+with `balance_labels_within`, separately among first attempts, second attempts, …),
 then the larger side is subsampled, label by label, so that SFT:RL = `ratio`:1. All random
 choices come from a seeded generator passed in.
 """
@@ -135,6 +136,35 @@ def balance_labels(
         size = max(len(yes), len(no))
         extra = [_pick(group, size - len(group), rng, True) for group in (yes, no)]
         keep = sorted(yes + no) + extra[0] + extra[1]
+    return [items[i] for i in keep], [bool(labels[i]) for i in keep]
+
+
+def balance_labels_within(
+    items: Sequence[T],
+    labels: Sequence[bool],
+    groups: Sequence[int],
+    rng: np.random.Generator,
+    mode: str = "down",
+) -> tuple[list[T], list[bool]]:
+    """`balance_labels` inside each group (in ascending group order), the kept items in
+    their original order (upsampled copies after all originals).
+
+    The data build groups records by attempt: later attempts succeed far more often than first
+    ones, so a label balanced only overall is predicted by whether the prompt was already
+    rewritten, a cue a critic learns instead of looking at the image.
+    """
+    if len(groups) != len(items):
+        raise ValueError(f"{len(items)} items but {len(groups)} groups")
+    originals: list[int] = []
+    copies: list[int] = []
+    for group in sorted(set(groups)):
+        members = [i for i, g in enumerate(groups) if g == group]
+        kept, _ = balance_labels(members, [labels[i] for i in members], rng, mode)
+        seen: set[int] = set()
+        for index in kept:
+            (copies if index in seen else originals).append(index)
+            seen.add(index)
+    keep = sorted(originals) + copies
     return [items[i] for i in keep], [bool(labels[i]) for i in keep]
 
 

@@ -36,6 +36,7 @@ from itk_rl.data.filters import (
     SFT,
     FilterConfig,
     balance_labels,
+    balance_labels_within,
     classify_step,
     enforce_ratio,
     is_success,
@@ -201,6 +202,7 @@ class SplitConfig:
 
     sft_to_rl_ratio: float = 2.0
     balance: str = "down"
+    balance_per_attempt: bool = False
     eval_fraction: float = 0.1
     truncations_per_trajectory: int = 2
     seed: int = 0
@@ -231,6 +233,16 @@ def _labels(items: Sequence[CriticCandidate]) -> dict[str, int]:
     return {"rows": len(items), "true": yes, "false": len(items) - yes}
 
 
+def _balance(
+    candidates: Sequence[CriticCandidate], splits: SplitConfig, rng: np.random.Generator
+) -> tuple[list[CriticCandidate], list[bool]]:
+    labels = [c.label for c in candidates]
+    if splits.balance_per_attempt:
+        attempts = [c.attempt for c in candidates]
+        return balance_labels_within(candidates, labels, attempts, rng, splits.balance)
+    return balance_labels(candidates, labels, rng, splits.balance)
+
+
 def build_side(
     name: str,
     trajectories: Sequence[tuple[str, Trajectory]],
@@ -257,8 +269,8 @@ def build_side(
         side.planner_sft += planner_pairs(trajectory_id, trajectory, cuts, splits.seed)
     rng = np.random.default_rng([splits.seed, zlib.crc32(name.encode())])
     before = {"critic_sft": _labels(sft), "critic_rl": _labels(rl)}
-    sft_items, sft_labels = balance_labels(sft, [c.label for c in sft], rng, splits.balance)
-    rl_items, rl_labels = balance_labels(rl, [c.label for c in rl], rng, splits.balance)
+    sft_items, sft_labels = _balance(sft, splits, rng)
+    rl_items, rl_labels = _balance(rl, splits, rng)
     (side.critic_sft, _), (side.critic_rl, _) = enforce_ratio(
         sft_items, sft_labels, rl_items, rl_labels, splits.sft_to_rl_ratio, rng
     )

@@ -13,6 +13,7 @@ from itk_rl.data.filters import (
     SFT,
     FilterConfig,
     balance_labels,
+    balance_labels_within,
     classify_step,
     enforce_ratio,
     is_falling,
@@ -104,6 +105,26 @@ def test_balance_down_and_up():
     assert balance_labels(items[:3], labels[:3], np.random.default_rng(0), "down") == ([], [])
     with pytest.raises(ValueError, match="balance mode"):
         balance_labels(items, labels, np.random.default_rng(0), "sideways")
+
+
+def test_balance_within_attempts_removes_the_attempt_as_a_label_cue():
+    # First attempts mostly fail, later ones mostly succeed: balanced overall, the attempt
+    # alone would predict the label.
+    first, first_labels = _pool(3, 20, "first")
+    later, later_labels = _pool(20, 4, "later")
+    items, labels = first + later, first_labels + later_labels
+    attempts = [0] * len(first) + [1] * len(later)
+    rng = np.random.default_rng(0)
+    kept, kept_labels = balance_labels_within(items, labels, attempts, rng, "down")
+    for tag, size in (("first", 3), ("later", 4)):
+        flags = [label for item, label in zip(kept, kept_labels, strict=True) if tag in item]
+        assert len(flags) == 2 * size and sum(flags) == size  # balanced inside each attempt
+    assert kept == sorted(kept, key=items.index)  # original order kept
+    up, up_labels = balance_labels_within(items, labels, attempts, rng, "up")
+    assert len(up) == 2 * 20 + 2 * 20 and sum(up_labels) == 40
+    assert up[: len(items)] == items  # originals first, in order; copies after
+    with pytest.raises(ValueError, match="groups"):
+        balance_labels_within(items, labels, attempts[:-1], rng)
 
 
 @pytest.mark.parametrize(("sft_size", "rl_size"), [(40, 40), (100, 10), (13, 6), (0, 5)])
