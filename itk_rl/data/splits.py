@@ -215,6 +215,11 @@ class SplitConfig:
                 "splits.truncations_per_trajectory must be >= 1, got "
                 f"{self.truncations_per_trajectory}"
             )
+        if not isinstance(self.balance_per_attempt, bool):  # a YAML "false" string is truthy
+            raise ValueError(
+                "splits.balance_per_attempt must be true or false, got "
+                f"{self.balance_per_attempt!r}"
+            )
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ from itk_rl.data.filters import (
     is_falling,
     score_variance,
 )
-from itk_rl.data.splits import critic_candidates
+from itk_rl.data.splits import SplitConfig, _balance, critic_candidates
 from itk_rl.formats import parse_critic_output
 
 CONFIG = FilterConfig(
@@ -125,6 +127,24 @@ def test_balance_within_attempts_removes_the_attempt_as_a_label_cue():
     assert up[: len(items)] == items  # originals first, in order; copies after
     with pytest.raises(ValueError, match="groups"):
         balance_labels_within(items, labels, attempts[:-1], rng)
+
+
+def test_split_config_balances_per_attempt_only_when_asked():
+    candidates = [
+        SimpleNamespace(label=label, attempt=attempt)
+        for attempt, yes, no in ((0, 2, 8), (1, 8, 2))
+        for label in [True] * yes + [False] * no
+    ]
+    rng = np.random.default_rng(0)
+    overall, _ = _balance(candidates, SplitConfig(), rng)
+    assert len(overall) == 20  # 10 yes, 10 no: the attempt still predicts the label
+    per_attempt, labels = _balance(candidates, SplitConfig(balance_per_attempt=True), rng)
+    assert len(per_attempt) == 8 and sum(labels) == 4
+    for attempt in (0, 1):
+        kept = [c.label for c in per_attempt if c.attempt == attempt]
+        assert kept.count(True) == kept.count(False) == 2
+    with pytest.raises(ValueError, match=r"splits\.balance_per_attempt"):
+        SplitConfig(balance_per_attempt="false")
 
 
 @pytest.mark.parametrize(("sft_size", "rl_size"), [(40, 40), (100, 10), (13, 6), (0, 5)])
