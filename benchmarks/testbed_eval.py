@@ -3,6 +3,7 @@
     RAY_AUTH_MODE=disabled python benchmarks/testbed_eval.py [--sft DIR] [--grpo DIR]
         [--tasks 100] [--seed 0] [--out DIR] [--curves NAME=metrics.jsonl …]
         [--train-set FILE …] [--synonym-rate 0.5] [--misrender-prob 1.0] [--no-oracle]
+        [--concurrent-tasks 16]
 
 Every system gets the ground-truth plan; they differ in the critic only (itk_rl.evaluate says
 why). Held-out requests come from a TaskSampler seed no training recipe uses; requests found in
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--artifact-prob", type=float, default=0.0)
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="device of the trained critics")
+    parser.add_argument(
+        "--concurrent-tasks", type=int, default=16, help="tasks whose critic calls are batched"
+    )
     parser.add_argument("--out", default="outputs/testbed_eval")
     parser.add_argument("--curves", nargs="*", default=[], metavar="NAME=PATH")
     parser.add_argument("--train-set", nargs="*", default=[], metavar="PATH")
@@ -56,7 +60,9 @@ def main() -> None:
     systems = {"generator_alone": SystemSpec(description="none (each step rendered once)")}
     for name, path in (("sft", args.sft), ("grpo", args.grpo)):
         if path:
-            critic = checkpoint_critic(path, device=args.device)
+            critic = checkpoint_critic(
+                path, device=args.device, max_batch_size=args.concurrent_tasks
+            )
             versus = "sft" if name == "grpo" and args.sft else None
             systems[name] = SystemSpec(
                 critic, f"{name.upper()} critic {path}", args.max_attempts, compare_with=versus
@@ -67,7 +73,15 @@ def main() -> None:
     generator = TestbedGenerator(
         misrender_prob=args.misrender_prob, artifact_prob=args.artifact_prob
     )
-    result = evaluate_testbed(systems, tasks, generator, TestbedJudge(), args.out, args.seed)
+    result = evaluate_testbed(
+        systems,
+        tasks,
+        generator,
+        TestbedJudge(),
+        args.out,
+        args.seed,
+        concurrent_tasks=args.concurrent_tasks,
+    )
     elapsed = time.perf_counter() - start
     curves = dict(item.split("=", 1) for item in args.curves)
     report = write_report(args.out, result, curves)

@@ -58,17 +58,23 @@ def evaluate(cfg: DictConfig, sft_final: Path, grpo_final: Path, out: Path) -> d
         exclude=training,
     )
     check_heldout(tasks, training)
+    batch = evaluation.concurrent_tasks
     systems = {
         "generator_alone": SystemSpec(None, "the plan rendered once per step, no critic"),
-        "sft_critic": SystemSpec(checkpoint_critic(sft_final), "critic after SFT"),
+        "sft_critic": SystemSpec(
+            checkpoint_critic(sft_final, max_batch_size=batch), "critic after SFT"
+        ),
         "grpo_critic": SystemSpec(
-            checkpoint_critic(grpo_final), "critic after SFT + GRPO", compare_with="sft_critic"
+            checkpoint_critic(grpo_final, max_batch_size=batch),
+            "critic after SFT + GRPO",
+            compare_with="sft_critic",
         ),
         "oracle_critic": SystemSpec(oracle_critic(), "oracle critic (exact judge): upper bound"),
     }
     # Run pages go to out/runs/, beside report/ which links to them.
+    generator = instantiate(evaluation.generator)
     result = evaluate_testbed(
-        systems, tasks, instantiate(evaluation.generator), TestbedJudge(), out
+        systems, tasks, generator, TestbedJudge(), out, concurrent_tasks=batch
     )
     curves = {
         "critic SFT": sft_final.parent / "metrics.jsonl",

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -54,6 +55,7 @@ from itk_rl.page import FINISHED, STOPPED, RunStatus
 from itk_rl.pipeline import Agent, InterleavePipeline, PipelineError, seed_for
 from itk_rl.rollout.engine import SamplingParams
 from itk_rl.rollout.generator import ImageGenerator
+from itk_rl.rollout.lockstep import LockstepEngine
 from itk_rl.testbed import TaskSampler, TestbedJudge, TestbedTask, decode
 from itk_rl.testbed.agents import TestbedOracleCritic, TestbedScriptedPlanner
 
@@ -159,11 +161,14 @@ def oracle_critic() -> Agent:
     return Agent(TestbedOracleCritic("critic_testbed"), "critic_testbed")
 
 
-def checkpoint_critic(path: str | Path, device: str = "cpu", max_new_tokens: int = 96) -> Agent:
-    """A trained critic (SFT or GRPO export) prompted as it was trained, sampled greedily."""
+def checkpoint_critic(
+    path: str | Path, device: str = "cpu", max_new_tokens: int = 96, max_batch_size: int = 16
+) -> Agent:
+    """A trained critic (SFT or GRPO export) prompted as it was trained, sampled greedily;
+    `max_batch_size` should cover the evaluation's `concurrent_tasks`."""
     from itk_rl.rollout.hf_engine import TransformersEngine  # transformers: import when used
 
-    engine = TransformersEngine(str(path), device=device)
+    engine = TransformersEngine(str(path), device=device, max_batch_size=max_batch_size)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     return Agent(engine, "critic_testbed", sampling)
 
@@ -207,6 +212,83 @@ def judge_trajectory(
     return replace(trajectory, steps=tuple(records)), outcomes
 
 
+def _run_task(
+    index: int,
+    task: TestbedTask,
+    spec: SystemSpec,
+    critic: Agent | None,
+    generator: ImageGenerator,
+    seed: int,
+) -> tuple[Trajectory, str | None]:
+    """Task `index` through the pipeline: its trajectory, and the error that stopped it."""
+    planner = Agent(TestbedScriptedPlanner("planner"), "planner")
+    pipeline = InterleavePipeline(
+        generator,
+        planner,
+        critic,
+        max_attempts=spec.max_attempts,
+        accept_last_attempt_unreviewed=spec.accept_last_attempt_unreviewed,
+        seed=seed_for(seed, index, 0),
+    )
+    try:
+        return pipeline.run(Request(task.request)), None
+    except PipelineError as failure:
+        if failure.trajectory is None:
+            raise
+        return failure.trajectory, str(failure)
+
+
+def run_pipelines(
+    spec: SystemSpec,
+    tasks: Sequence[TestbedTask],
+    generator: ImageGenerator,
+    seed: int,
+    concurrent_tasks: int = 1,
+) -> list[tuple[Trajectory, str | None]]:
+    """Every task's trajectory and stopping error, in task order.
+
+    With a critic, tasks run `concurrent_tasks` at a time in threads whose critic calls are
+    answered in lockstep rounds (`LockstepEngine`): one batched call per round instead of one
+    call per step, and the same batches on every run, whatever the threads' timing.
+    """
+    if concurrent_tasks < 1:
+        raise ValueError(f"concurrent_tasks must be >= 1, got {concurrent_tasks}")
+    critic = spec.critic
+    if critic is None or concurrent_tasks == 1:
+        return [_run_task(i, task, spec, critic, generator, seed) for i, task in enumerate(tasks)]
+    results: list[tuple[Trajectory, str | None]] = []
+    for start in range(0, len(tasks), concurrent_tasks):
+        wave = list(enumerate(tasks))[start : start + concurrent_tasks]
+        results += _run_wave(wave, spec, critic, generator, seed)
+    return results
+
+
+def _run_wave(
+    wave: Sequence[tuple[int, TestbedTask]],
+    spec: SystemSpec,
+    critic: Agent,
+    generator: ImageGenerator,
+    seed: int,
+) -> list[tuple[Trajectory, str | None]]:
+    """The (index, task) pairs of `wave` at once, one thread each, critic calls in lockstep."""
+    shared = LockstepEngine(critic.engine, len(wave))
+    agent = Agent(shared, critic.template, critic.sampling)
+
+    def run(participant: int, index: int, task: TestbedTask) -> tuple[Trajectory, str | None]:
+        shared.join(participant)
+        try:
+            return _run_task(index, task, spec, agent, generator, seed)
+        finally:
+            shared.leave()
+
+    with ThreadPoolExecutor(max_workers=len(wave)) as threads:
+        futures = [
+            threads.submit(run, participant, index, task)
+            for participant, (index, task) in enumerate(wave)
+        ]
+        return [future.result() for future in futures]
+
+
 def run_system(
     name: str,
     spec: SystemSpec,
@@ -216,28 +298,14 @@ def run_system(
     out_dir: Path,
     seed: int,
     success_threshold: float,
+    concurrent_tasks: int = 1,
 ) -> list[TaskOutcome]:
     """Each task through the pipeline, judged, and written as a run folder under out_dir."""
-    planner = Agent(TestbedScriptedPlanner("planner"), "planner")
     notes = {"system": name, "plan": "ground truth (scripted planner)"}
     notes["critic"] = spec.description or ("none" if spec.critic is None else "yes")
     outcomes = []
-    for index, task in enumerate(tasks):
-        pipeline = InterleavePipeline(
-            generator,
-            planner,
-            spec.critic,
-            max_attempts=spec.max_attempts,
-            accept_last_attempt_unreviewed=spec.accept_last_attempt_unreviewed,
-            seed=seed_for(seed, index, 0),
-        )
-        error = None
-        try:
-            trajectory = pipeline.run(Request(task.request))
-        except PipelineError as failure:
-            if failure.trajectory is None:
-                raise
-            trajectory, error = failure.trajectory, str(failure)
+    runs = run_pipelines(spec, tasks, generator, seed, concurrent_tasks)
+    for index, (task, (trajectory, error)) in enumerate(zip(tasks, runs, strict=True)):
         plan = trajectory.plan
         if plan is not None and len(plan.steps) != len(task.scenes):
             raise ValueError(
@@ -268,9 +336,12 @@ def evaluate_testbed(
     seed: int = 0,
     success_threshold: float = 10.0,
     bootstrap_resamples: int = 2000,
+    concurrent_tasks: int = 16,
 ) -> EvalResult:
     """Run every system on `tasks` (the first system is the baseline of the deltas); each run
-    is written to `out_dir/runs/<system>/task_NNN/`. Names must be usable as folder names."""
+    is written to `out_dir/runs/<system>/task_NNN/`. Names must be usable as folder names.
+    `concurrent_tasks` batches critic calls across tasks (`run_pipelines`); the figures do not
+    depend on it beyond the float noise of padded batches."""
     if not systems or not tasks:
         raise ValueError(f"need systems and tasks, got {len(systems)} and {len(tasks)}")
     for index, (name, spec) in enumerate(systems.items()):
@@ -286,7 +357,9 @@ def evaluate_testbed(
     resamples = rng.integers(len(tasks), size=(bootstrap_resamples, len(tasks)))
     results: list[SystemResult] = []
     for name, spec in systems.items():
-        outcomes = run_system(name, spec, tasks, generator, judge, out, seed, success_threshold)
+        outcomes = run_system(
+            name, spec, tasks, generator, judge, out, seed, success_threshold, concurrent_tasks
+        )
         baseline = results[0].tasks if results else None
         other = next((r for r in results if r.name == spec.compare_with), None)
         compared = (other.name, other.tasks) if other is not None else None
@@ -296,6 +369,7 @@ def evaluate_testbed(
         "seed": seed,
         "success_threshold": success_threshold,
         "bootstrap_resamples": bootstrap_resamples,
+        "concurrent_tasks": concurrent_tasks,
         "baseline": results[0].name,
         "systems": {
             name: {

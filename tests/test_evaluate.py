@@ -26,6 +26,7 @@ from itk_rl.evaluate import (
     evaluate_testbed,
     heldout_tasks,
     oracle_critic,
+    run_pipelines,
 )
 from itk_rl.formats import Trajectory
 from itk_rl.report import write_report
@@ -199,3 +200,24 @@ def test_bootstrap_ratio_by_hand() -> None:
     assert paired.value == pytest.approx(2 / 6)
     empty = bootstrap_ratio(np.zeros(2), np.zeros(2), np.array([[0, 1]]))
     assert empty.value is None and empty.n == 0
+
+
+def _attempts(runs: list[tuple[Trajectory, str | None]]) -> list[tuple]:
+    return [
+        (a.prompt, a.seed, a.critic.raw if a.critic else None, a.image.tobytes(), error)
+        for trajectory, error in runs
+        for step in trajectory.steps
+        for a in step.attempts
+    ]
+
+
+def test_concurrent_tasks_batch_critic_calls_without_changing_any_run():
+    tasks = heldout_tasks(5, synonym_rate=1.0)
+    generator = TestbedGenerator(misrender_prob=1.0)
+    spec = SystemSpec(oracle_critic())
+    one_by_one = run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=1)
+    in_threes = run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=3)
+    assert len(_attempts(one_by_one)) > len(tasks)  # the critic sent some steps back
+    assert _attempts(in_threes) == _attempts(one_by_one)
+    with pytest.raises(ValueError, match="concurrent_tasks"):
+        run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=0)
