@@ -9,6 +9,9 @@ import pytest
 
 from itk_rl.testbed.lexicon import COLOURS, POSITIONS, SHAPES, SIZES
 from itk_rl.testbed.render import (
+    COLOUR_TOLERANCE,
+    PALETTE,
+    _palette_labels,
     add_smudge,
     decode,
     describe_image,
@@ -102,3 +105,20 @@ def test_invalid_objects_and_images_are_rejected_with_names() -> None:
         Scene((None, None))
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         decode(np.zeros((48, 48), dtype=np.uint8))
+
+
+def test_pixel_colours_follow_the_per_channel_tolerance() -> None:
+    """A pixel is palette colour c exactly when each channel is within COLOUR_TOLERANCE of c's
+    (checked pixel by pixel against that definition, on noise around the palette)."""
+    rng = np.random.default_rng(0)
+    levels = np.array([PALETTE[c] for c in COLOURS] + [(255, 255, 255)])
+    noisy = levels[rng.integers(0, len(levels), (24, 24))] + rng.integers(-60, 61, (24, 24, 3))
+    image = np.clip(noisy, 0, 255).astype(np.uint8)
+    labels = _palette_labels(image)
+    for (row, col), label in np.ndenumerate(labels):
+        pixel = image[row, col].astype(int)
+        near = [
+            i for i, c in enumerate(COLOURS) if np.abs(pixel - PALETTE[c]).max() <= COLOUR_TOLERANCE
+        ]
+        assert label == (near[0] if near else -1)
+    assert 0.2 < (labels >= 0).mean() < 0.8  # both kinds of pixel were drawn
