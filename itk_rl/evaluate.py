@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -244,8 +244,9 @@ def run_pipelines(
     generator: ImageGenerator,
     seed: int,
     concurrent_tasks: int = 1,
-) -> list[tuple[Trajectory, str | None]]:
-    """Every task's trajectory and stopping error, in task order.
+) -> Iterator[tuple[Trajectory, str | None]]:
+    """Every task's trajectory and stopping error, in task order, yielded as soon as its wave
+    is done (the caller writes them out as they come: a crash loses one wave at most).
 
     With a critic, tasks run `concurrent_tasks` at a time in threads whose critic calls are
     answered in lockstep rounds (`LockstepEngine`): one batched call per round instead of one
@@ -255,12 +256,12 @@ def run_pipelines(
         raise ValueError(f"concurrent_tasks must be >= 1, got {concurrent_tasks}")
     critic = spec.critic
     if critic is None or concurrent_tasks == 1:
-        return [_run_task(i, task, spec, critic, generator, seed) for i, task in enumerate(tasks)]
-    results: list[tuple[Trajectory, str | None]] = []
+        for index, task in enumerate(tasks):
+            yield _run_task(index, task, spec, critic, generator, seed)
+        return
     for start in range(0, len(tasks), concurrent_tasks):
         wave = list(enumerate(tasks))[start : start + concurrent_tasks]
-        results += _run_wave(wave, spec, critic, generator, seed)
-    return results
+        yield from _run_wave(wave, spec, critic, generator, seed)
 
 
 def _run_wave(

@@ -8,6 +8,7 @@ is counted as parse failures.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -202,7 +203,7 @@ def test_bootstrap_ratio_by_hand() -> None:
     assert empty.value is None and empty.n == 0
 
 
-def _attempts(runs: list[tuple[Trajectory, str | None]]) -> list[tuple]:
+def _attempts(runs: Iterable[tuple[Trajectory, str | None]]) -> list[tuple]:
     return [
         (a.prompt, a.seed, a.critic.raw if a.critic else None, a.image.tobytes(), error)
         for trajectory, error in runs
@@ -215,9 +216,9 @@ def test_concurrent_tasks_batch_critic_calls_without_changing_any_run():
     tasks = heldout_tasks(5, synonym_rate=1.0)
     generator = TestbedGenerator(misrender_prob=1.0)
     spec = SystemSpec(oracle_critic())
-    one_by_one = run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=1)
-    in_threes = run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=3)
+    one_by_one = list(run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=1))
+    in_threes = list(run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=3))
     assert len(_attempts(one_by_one)) > len(tasks)  # the critic sent some steps back
     assert _attempts(in_threes) == _attempts(one_by_one)
     with pytest.raises(ValueError, match="concurrent_tasks"):
-        run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=0)
+        next(run_pipelines(spec, tasks, generator, seed=3, concurrent_tasks=0))
