@@ -216,12 +216,12 @@ def _run_task(
     index: int,
     task: TestbedTask,
     spec: SystemSpec,
+    planner: Agent,
     critic: Agent | None,
     generator: ImageGenerator,
     seed: int,
 ) -> tuple[Trajectory, str | None]:
     """Task `index` through the pipeline: its trajectory, and the error that stopped it."""
-    planner = Agent(TestbedScriptedPlanner("planner"), "planner")
     pipeline = InterleavePipeline(
         generator,
         planner,
@@ -255,18 +255,22 @@ def run_pipelines(
     if concurrent_tasks < 1:
         raise ValueError(f"concurrent_tasks must be >= 1, got {concurrent_tasks}")
     critic = spec.critic
+    # Stateless, so one planner serves every task and thread of the system.
+    planner = Agent(TestbedScriptedPlanner("planner"), "planner")
+    numbered = list(enumerate(tasks))
     if critic is None or concurrent_tasks == 1:
-        for index, task in enumerate(tasks):
-            yield _run_task(index, task, spec, critic, generator, seed)
+        for index, task in numbered:
+            yield _run_task(index, task, spec, planner, critic, generator, seed)
         return
     for start in range(0, len(tasks), concurrent_tasks):
-        wave = list(enumerate(tasks))[start : start + concurrent_tasks]
-        yield from _run_wave(wave, spec, critic, generator, seed)
+        wave = numbered[start : start + concurrent_tasks]
+        yield from _run_wave(wave, spec, planner, critic, generator, seed)
 
 
 def _run_wave(
     wave: Sequence[tuple[int, TestbedTask]],
     spec: SystemSpec,
+    planner: Agent,
     critic: Agent,
     generator: ImageGenerator,
     seed: int,
@@ -278,7 +282,7 @@ def _run_wave(
     def run(participant: int, index: int, task: TestbedTask) -> tuple[Trajectory, str | None]:
         shared.join(participant)
         try:
-            return _run_task(index, task, spec, agent, generator, seed)
+            return _run_task(index, task, spec, planner, agent, generator, seed)
         finally:
             shared.leave()
 

@@ -107,7 +107,7 @@ def _channel_matches() -> np.ndarray:
             if gap <= 2 * COLOUR_TOLERANCE:
                 raise ValueError(f"palette colours {first} and {second} are within tolerance")
     values = np.arange(256)
-    matches = np.zeros((3, 256), dtype=np.uint8)
+    matches = np.zeros((3, 256), dtype=np.uint8)  # one bit per colour: at most 8 colours
     for index, colour in enumerate(COLOURS):
         for channel, level in enumerate(PALETTE[colour]):
             near = np.abs(values - level) <= COLOUR_TOLERANCE
@@ -115,7 +115,9 @@ def _channel_matches() -> np.ndarray:
     return matches
 
 
-_LABEL_OF_BITS = np.array([-1] + [(bits & -bits).bit_length() - 1 for bits in range(1, 16)])
+_LABEL_OF_BITS = np.array(
+    [-1] + [(bits & -bits).bit_length() - 1 for bits in range(1, 1 << len(COLOURS))]
+)
 """Palette index of a one-bit set (any set `_channel_matches` gives has at most one bit)."""
 
 
