@@ -20,12 +20,14 @@ _REVIEWED = ("accepted", "rejected", "unreadable", "failed")
 
 @dataclass(frozen=True)
 class AttemptOutcome:
-    """One attempt: its judge score O, the judge's label, and what the critic said of it
-    (unreviewed, accepted, rejected, unreadable, failed)."""
+    """One attempt: its judge score O, the judge's label, what the critic said of it
+    (unreviewed, accepted, rejected, unreadable, failed), and whether the critic's reasoning
+    described the after-image as it is (False where no critic was asked)."""
 
     score: float | None
     label: bool
     review: str
+    reasoning_right: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,10 @@ METRICS: dict[str, Ratio] = {
         ),
         lambda t: len(_critic_calls(t)),
     ),
+    "reasoning_accuracy": (
+        lambda t: sum(a.reasoning_right for a in _critic_calls(t)),
+        lambda t: len(_critic_calls(t)),
+    ),
     "improvement_rate": (
         lambda t: sum(map(_raised, _refinements(t))),
         lambda t: len(_refinements(t)),
@@ -103,7 +109,13 @@ METRICS: dict[str, Ratio] = {
     ),
 }
 DELTA_METRICS = ("final_score", "scene_accuracy")
-COMPARISON_METRICS = ("final_score", "scene_accuracy", "verdict_accuracy", "improvement_rate")
+COMPARISON_METRICS = (
+    "final_score",
+    "scene_accuracy",
+    "verdict_accuracy",
+    "reasoning_accuracy",
+    "improvement_rate",
+)
 """Paired differences between two critics (`SystemResult.comparison`): every metric the two
 share, where the deltas against the critic-less baseline have only the first two."""
 

@@ -24,6 +24,10 @@ correlated steps of one task move together):
     verdict_accuracy   share of critic calls whose verdict equals the judge's label
                        (success = O ≥ success_threshold); unreadable outputs and failed calls
                        count as wrong
+    reasoning_accuracy share of critic calls whose reasoning states the after-image's scene (and
+                       smudge) as `describe_image` does, as a whole clause: how well the critic
+                       sees. RL rewards only the verdict and the refinement, so the reasoning
+                       can drift from what SFT taught; this shows it
     improvement_rate   share of refinements (attempts after a rejection) scoring higher than the
                        rejected attempt; undefined (None) without refinements
     steps_improved     share of steps whose final image scores higher than the first attempt
@@ -49,7 +53,7 @@ from itk_rl.eval_metrics import (
     TaskOutcome,
     summarise,
 )
-from itk_rl.formats import Request, StepRecord, Trajectory
+from itk_rl.formats import Attempt, Request, StepRecord, Trajectory
 from itk_rl.output import RunFolder
 from itk_rl.page import FINISHED, STOPPED, RunStatus
 from itk_rl.pipeline import Agent, InterleavePipeline, PipelineError, seed_for
@@ -58,6 +62,7 @@ from itk_rl.rollout.generator import ImageGenerator
 from itk_rl.rollout.lockstep import LockstepEngine
 from itk_rl.testbed import TaskSampler, TestbedJudge, TestbedTask, decode
 from itk_rl.testbed.agents import TestbedOracleCritic, TestbedScriptedPlanner
+from itk_rl.testbed.render import describe_image
 
 HELDOUT_SEED = 7919
 """TaskSampler seed of held-out tasks; training recipes and the demo use seeds 0 and 1."""
@@ -184,6 +189,16 @@ def _review(record: StepRecord, index: int) -> str:
     return "failed" if attempt.error and attempt.error.startswith("critic") else "unreviewed"
 
 
+def _sees_right(attempt: Attempt) -> bool:
+    """Whether the critic's reasoning states `describe_image` of the attempt's image as a
+    clause of its own (the trained critic's whole reasoning is that description; the oracle's
+    quotes it), not as the start of a longer one (a described scene followed by "; smudge")."""
+    if attempt.critic is None or attempt.image is None:
+        return False
+    seen = re.escape(describe_image(attempt.image))
+    return re.search(rf"(?<![\w;] ){seen}(?![\w;])", attempt.critic.think) is not None
+
+
 def judge_trajectory(
     trajectory: Trajectory,
     task: TestbedTask,
@@ -203,7 +218,8 @@ def judge_trajectory(
             attempts.append(attempt)
             overall = None if score is None else score.overall
             label = overall is not None and overall >= success_threshold
-            results.append(AttemptOutcome(overall, label, _review(record, index)))
+            seen = _sees_right(attempt)
+            results.append(AttemptOutcome(overall, label, _review(record, index), seen))
         final = record.final
         right = final is not None and final.image is not None and decode(final.image) == scene
         records.append(replace(record, attempts=tuple(attempts)))

@@ -22,13 +22,21 @@ from itk_rl.eval_metrics import Estimate, EvalResult, SystemResult
 from itk_rl.output import write_atomic
 
 REPORT = "report"
-SHOWN = ("final_score", "scene_accuracy", "task_accuracy", "verdict_accuracy", "improvement_rate")
+SHOWN = (
+    "final_score",
+    "scene_accuracy",
+    "task_accuracy",
+    "verdict_accuracy",
+    "reasoning_accuracy",
+    "improvement_rate",
+)
 TITLES = {
     "final_score": "judge score per step (0–10)",
     "first_score": "first-attempt score per step",
     "scene_accuracy": "steps with the right scene",
     "task_accuracy": "tasks with the right final scene",
     "verdict_accuracy": "critic verdict accuracy",
+    "reasoning_accuracy": "critic sees the image right",
     "improvement_rate": "refinements that raise the score",
     "steps_improved": "steps improved by refinement",
 }

@@ -22,6 +22,7 @@ from itk_rl.eval_metrics import COMPARISON_METRICS, METRICS, EvalResult, bootstr
 from itk_rl.evaluate import (
     HELDOUT_SEED,
     SystemSpec,
+    _sees_right,
     check_heldout,
     checkpoint_critic,
     evaluate_testbed,
@@ -29,9 +30,11 @@ from itk_rl.evaluate import (
     oracle_critic,
     run_pipelines,
 )
-from itk_rl.formats import Trajectory
+from itk_rl.formats import Attempt, Trajectory, parse_critic_output
 from itk_rl.report import write_report
 from itk_rl.testbed import TaskSampler, TestbedGenerator, TestbedJudge
+from itk_rl.testbed.render import ARTIFACT_NOTE, add_smudge, render
+from itk_rl.testbed.scene import Scene, ShapeObject, describe
 
 NUM_TASKS = 4
 
@@ -144,6 +147,7 @@ def test_random_critic_junk_counts_as_parse_failures(evaluated) -> None:
     assert tiny.counts["critic_calls"] > 0
     assert tiny.counts["parse_failures"] == tiny.counts["critic_calls"]
     assert tiny.metrics["verdict_accuracy"].value == 0.0  # unreadable verdicts are wrong
+    assert tiny.metrics["reasoning_accuracy"].value == 0.0
 
 
 def test_oracle_critic_beats_generator_alone_on_synonym_heavy_tasks(evaluated) -> None:
@@ -154,6 +158,29 @@ def test_oracle_critic_beats_generator_alone_on_synonym_heavy_tasks(evaluated) -
     for metric in ("final_score", "scene_accuracy", "steps_improved"):
         assert oracle.metrics[metric].value >= alone.metrics[metric].value, metric
     assert oracle.metrics["final_score"].value > alone.metrics["final_score"].value
+    assert oracle.metrics["reasoning_accuracy"].value == 1.0  # it quotes `describe_image`
+
+
+def test_reasoning_is_right_only_when_it_states_the_image_as_it_is() -> None:
+    scene = Scene((None, ShapeObject("square", "red", "large"), None))
+    clean = render(scene)
+    smudged = add_smudge(clean, 3, np.random.default_rng(0))
+    text = describe(scene)
+
+    def sees(image: np.ndarray, think: str) -> bool:
+        verdict = parse_critic_output(
+            f'<think>{think}</think><answer>{{"previous_step_success": true, '
+            '"refine_prompt": ""}</answer>'
+        )
+        return _sees_right(Attempt(prompt="p", seed=0, image=image, critic=verdict))
+
+    assert sees(clean, text) and sees(smudged, f"{text}; {ARTIFACT_NOTE}")
+    assert sees(clean, f"I see: {text}. Expected: something else.")
+    assert not sees(smudged, text)  # the smudge is missed
+    assert not sees(clean, f"{text}; {ARTIFACT_NOTE}")  # a smudge that is not there
+    assert not sees(clean, text.replace("centre large red square", "centre small red square"))
+    assert not sees(clean, f"left small blue circle; {text}")
+    assert not _sees_right(Attempt(prompt="p", seed=0, image=clean))  # no critic asked
 
 
 def test_evaluation_runs_the_heldout_requests(evaluated) -> None:
