@@ -27,7 +27,7 @@ class AttemptOutcome:
     score: float | None
     label: bool
     review: str
-    reasoning_right: bool = False
+    reasoning_right: bool
 
 
 @dataclass(frozen=True)

@@ -218,8 +218,8 @@ def judge_trajectory(
             attempts.append(attempt)
             overall = None if score is None else score.overall
             label = overall is not None and overall >= success_threshold
-            seen = _sees_right(attempt)
-            results.append(AttemptOutcome(overall, label, _review(record, index), seen))
+            sees = _sees_right(attempt)
+            results.append(AttemptOutcome(overall, label, _review(record, index), sees))
         final = record.final
         right = final is not None and final.image is not None and decode(final.image) == scene
         records.append(replace(record, attempts=tuple(attempts)))
