@@ -141,11 +141,32 @@ def _slot_templates(height: int, width: int, slot: int) -> np.ndarray:
     return np.stack([mask[:, start:stop] for mask in masks])
 
 
+_PixelKey = tuple[bytes, tuple[int, ...], str]
+"""An image as a hashable value: its bytes, shape and dtype."""
+
+
+def _pixel_key(image: np.ndarray) -> _PixelKey:
+    array = _check_image(image)
+    return array.tobytes(), array.shape, array.dtype.str
+
+
+def _from_key(key: _PixelKey) -> np.ndarray:
+    pixels, shape, dtype = key
+    return np.frombuffer(pixels, dtype=dtype).reshape(shape)
+
+
 def decode(image: np.ndarray) -> Scene:
     """Read the scene an `[H, W, 3]` image shows; exact on `render`'s output, robust to a small
     smudge. Any image decodes to some scene; what it leaves unexplained is counted by
     `unexplained_pixels`."""
-    array = _check_image(image)
+    return _decode(_pixel_key(image))
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode(key: _PixelKey) -> Scene:
+    """`decode`, remembered by pixels: a critic's answer, the judge's score and its quality
+    check each read the same image, up to eight reads per attempt in the data build."""
+    array = _from_key(key)
     height, width = array.shape[:2]
     labels = _palette_labels(array)
     smallest = min(int(object_mask(height, width, 1, shape, "small").sum()) for shape in SHAPES)
@@ -170,8 +191,13 @@ def decode(image: np.ndarray) -> Scene:
 def unexplained_pixels(image: np.ndarray) -> int:
     """Pixels that differ from a clean re-render of the image's own decoded scene: smudges,
     noise, anything the scene does not account for."""
-    array = _check_image(image)
-    clean = render(decode(array), array.shape[:2])
+    return _unexplained_pixels(_pixel_key(image))
+
+
+@functools.lru_cache(maxsize=1024)
+def _unexplained_pixels(key: _PixelKey) -> int:
+    array = _from_key(key)
+    clean = render(_decode(key), array.shape[:2])
     return int((array != clean).any(axis=-1).sum())
 
 

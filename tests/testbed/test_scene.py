@@ -61,6 +61,17 @@ def test_full_scenes_round_trip_and_survive_a_smudge() -> None:
         assert unexplained_pixels(smudged) == 9
 
 
+def test_reads_follow_the_pixels_of_an_image_changed_in_place() -> None:
+    # decode and unexplained_pixels remember images by content: the same array, edited after
+    # a read, must be read anew.
+    image = render(Scene.of(left=ALL_OBJECTS[0]))
+    assert decode(image) == Scene.of(left=ALL_OBJECTS[0]) and unexplained_pixels(image) == 0
+    image[:] = render(Scene.of(right=ALL_OBJECTS[-1]))
+    image[:3, :3] = 70
+    assert decode(image) == Scene.of(right=ALL_OBJECTS[-1])
+    assert unexplained_pixels(image) == 9
+
+
 def test_describe_image_names_a_smudge_only_when_there_is_one() -> None:
     rng = np.random.default_rng(1)
     for _ in range(20):
