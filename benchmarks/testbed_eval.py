@@ -3,7 +3,7 @@
     RAY_AUTH_MODE=disabled python benchmarks/testbed_eval.py [--sft DIR] [--grpo DIR]
         [--tasks 100] [--seed 0] [--out DIR] [--curves NAME=metrics.jsonl …]
         [--train-set FILE …] [--synonym-rate 0.5] [--misrender-prob 1.0] [--no-oracle]
-        [--concurrent-tasks 16]
+        [--concurrent-tasks 64]
 
 Every system gets the ground-truth plan; they differ in the critic only (itk_rl.evaluate says
 why). Held-out requests come from a TaskSampler seed no training recipe uses; requests found in
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--max-attempts", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="device of the trained critics")
     parser.add_argument(
-        "--concurrent-tasks", type=int, default=16, help="tasks whose critic calls are batched"
+        "--concurrent-tasks", type=int, default=64, help="tasks whose critic calls are batched"
     )
     parser.add_argument("--out", default="outputs/testbed_eval")
     parser.add_argument("--curves", nargs="*", default=[], metavar="NAME=PATH")
