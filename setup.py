@@ -32,6 +32,7 @@ REQUIRES = [
     "numpy",
     "pillow",
     "matplotlib",
+    "tqdm",
 ]
 
 EXTRAS = {

@@ -24,13 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from itk_rl.critic_grpo import is_text_to_image
 from itk_rl.data.critic_records import load_critic_records
 from itk_rl.formats import build_critic_messages, load_template, parse_critic_output
 from itk_rl.formats.records import CriticSample
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams
+from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.rewards.critic import stepwise_reward
-from itk_rl.rollout.engine import ChatRequest, SamplingParams
-from itk_rl.rollout.generator import RenderRequest
 from itk_rl.rollout.hf_engine import TransformersEngine
 from itk_rl.testbed import TestbedGenerator, TestbedJudge
 from itk_rl.testbed.lexicon import FULL_LEXICON
@@ -65,7 +64,8 @@ def tally(
     )
     sems: list[float] = []
     for record, texts in zip(records, answers, strict=True):
-        references = () if is_text_to_image(record.origin_image) else (record.origin_image,)
+        before = None if record.text_to_image else record.origin_image
+        references = () if before is None else (before,)
         scene = decode(record.origin_image)  # once per record, not per answer
         wanted = _meaning(record.origin_prompt, scene)
         for text in texts:
@@ -76,7 +76,7 @@ def tally(
             rejections += 1
             refined = verdict.refine_prompt.strip() or record.rewritten_prompt
             render = RenderRequest(prompt=refined, references=references, seed=0)
-            score = judge.score(record.origin_prompt, generator([render])[0], record.origin_image)
+            score = judge.score(record.origin_prompt, generator([render])[0], before)
             counts["meaning_right"] += wanted is not None and _meaning(refined, scene) == wanted
             counts["core_words_only"] += _core_only(refined)
             counts["repeats_used_prompt"] += refined == record.rewritten_prompt

@@ -4,4 +4,5 @@ from itk_rl.compat import torchvision_cpu
 
 # First thing on every import of itk_rl (Ray actors that unpickle our classes included): on a
 # CPU-only host with the CUDA torchvision wheel, transformers and diffusers imports need this.
-torchvision_cpu.apply()
+# It waits for torchvision's first lookup, so a light import (itk_rl.formats) stays light.
+torchvision_cpu.apply_before_torchvision()

@@ -25,8 +25,8 @@ def _tiny_models(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from itk_rl.generate import generate_command
-    from itk_rl.recipes_compose import RecipeError
+    from itk_rl.job import RecipeError
+    from itk_rl.pipeline.generate import generate_command
 
     def log(line: str) -> None:
         print(f"[itk] {line}", file=sys.stderr, flush=True)

@@ -8,12 +8,17 @@ Format and accuracy need only the parsed text; only the step-wise reward waits f
 and each render goes to a judge the moment it is done, and its reward is computed the moment
 the judge answers (one thread per response chains the futures), while the pools batch
 whatever is in flight. A render or judge call that still fails after `render_retries` further
-tries leaves that response out of the update and is counted; no reward is ever made up.
+tries leaves that response out of the update and is counted; no reward is ever made up. Every
+failed try is counted by kind (`reward/failures/<ExceptionName>`) and each kind is logged once
+per step with its message, so a broken generator or judge shows its cause, not only a count.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,28 +26,27 @@ from typing import Any
 
 import numpy as np
 import ray
+from ray.exceptions import RayTaskError
 
 from itk_rl.formats import CriticVerdict, ParseResult, build_critic_messages, parse_critic_output
 from itk_rl.formats.records import CriticSample
 from itk_rl.formats.score import JudgeScore
 from itk_rl.formats.templates import PromptTemplate
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.interfaces.generator import RenderRequest
+from itk_rl.interfaces.reward import RewardFn, RewardInputs, RewardOutput
 from itk_rl.metrics import SampleView
-from itk_rl.rewards.critic import (
-    RewardInputs,
-    RewardOutput,
-    needs_render,
-    refined_prompt_to_render,
-)
+from itk_rl.rewards.critic import needs_render, refined_prompt_to_render
 from itk_rl.rewards.judge_pool import JudgePool
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.generator import RenderRequest
 from itk_rl.rollout.pool import GeneratorPool
 from itk_rl.rollout.workers import RolloutWorkers
 from itk_rl.trainer.batch import TrainSample
 from itk_rl.trainer.group import TrainerGroup
 from itk_rl.trainer.grpo import grpo_advantages
 
-RewardFn = Callable[[RewardInputs], RewardOutput]
+log = logging.getLogger(__name__)
+UNREADABLE_JUDGE_ANSWER = "unreadable_judge_answer"
+"""The failure kind of a judge call that answered but whose answer could not be read."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class StepSettings:
     """The algorithm's knobs for one step (recipe `algorithm`, `rollout.sampling`)."""
 
     sampling: SamplingParams
-    render_refinements: bool = True
+    render_refinements: bool = True  # the reward reads re-renders (`train.step_settings`)
     render_seed: int = 0
     render_retries: int = 2
     skip_zero_variance_groups: bool = True
@@ -67,6 +71,7 @@ class Response:
     parsed: ParseResult[CriticVerdict]
     rerender: JudgeScore | None = None
     render_failed: bool = False
+    failures: list[str] = field(default_factory=list)  # the kind of each failed render/judge try
     reward: RewardOutput | None = None
 
 
@@ -91,9 +96,24 @@ def render_seed_for(seed: int, step: int, record: int) -> int:
     return int(np.random.SeedSequence([seed, step, record, 1]).generate_state(1)[0])
 
 
-def is_text_to_image(before: np.ndarray) -> bool:
-    """Step 1's before-image is a white canvas (DESIGN §1): its re-render is text-to-image."""
-    return bool(before.min() == 255)
+def rerender_inputs(
+    sample: CriticSample, prompt: str, seed: int
+) -> tuple[RenderRequest, np.ndarray | None]:
+    """The re-render of `prompt` for `sample`'s step, and the before-image its judge compares
+    with: from nothing and judged as text-to-image where the record says `text_to_image`, else
+    an edit of the before-image. The record says it; pixels cannot (an edit may start from a
+    white image, and step 1's canvas need not be white)."""
+    if sample.text_to_image:
+        return RenderRequest(prompt, seed=seed), None
+    return RenderRequest(prompt, (sample.origin_image,), seed=seed), sample.origin_image
+
+
+def failure_kind(error: BaseException) -> tuple[str, str]:
+    """The kind (exception class name) and message of a failed render or judge call; an error
+    raised inside an actor arrives wrapped in Ray's RayTaskError, and its cause is what broke."""
+    if isinstance(error, RayTaskError) and error.cause is not None:
+        error = error.cause
+    return type(error).__name__, str(error)
 
 
 def rollout(
@@ -133,14 +153,33 @@ def score_responses(
 ) -> None:
     """Every response's reward, each as soon as its inputs exist.
 
-    A response to a failed step first has its refinement re-rendered from the before-image and
-    judged against the *original* prompt, in its own thread (render future → judge future →
-    reward), while the pools batch whatever is in flight; responses that need no render are
-    rewarded meanwhile on this thread. The responses of one record render with one seed
-    (`render_seed_for`), so within a group only the prompt differs.
+    A response to a failed step first has its refinement re-rendered from the before-image (from
+    nothing if the record is `text_to_image`) and judged against the *original* prompt, in its
+    own thread (render future → judge future → reward), while the pools batch whatever is in
+    flight; responses that need no render are rewarded meanwhile on this thread. The responses
+    of one record render with one seed (`render_seed_for`), so within a group only the prompt
+    differs.
     """
     render = [r for r in responses if settings.render_refinements and needs_render(batch[r.record])]
     rendering = {id(r) for r in render}
+    logged: set[str] = set()
+    lock = threading.Lock()
+
+    def failed(response: Response, kind: str, message: str) -> None:
+        """Count a failed try on its response; log its kind the first time this step."""
+        response.failures.append(kind)
+        with lock:
+            first = kind not in logged
+            logged.add(kind)
+        if first:
+            log.warning(
+                "step %d: a re-render or its judging failed with %s: %s (each failure of this "
+                "kind in the step is counted in reward/failures/%s, this line is logged once)",
+                step,
+                kind,
+                message,
+                kind,
+            )
 
     def reward(response: Response) -> None:
         inputs = RewardInputs(
@@ -150,23 +189,21 @@ def score_responses(
 
     def render_judge_reward(response: Response) -> None:
         sample = batch[response.record]
-        t2i = is_text_to_image(sample.origin_image)
-        request = RenderRequest(
-            refined_prompt_to_render(sample, response.parsed),
-            references=() if t2i else (sample.origin_image,),
-            seed=render_seed_for(settings.render_seed, step, response.record),
-        )
-        before = None if t2i else sample.origin_image
+        prompt = refined_prompt_to_render(sample, response.parsed)
+        seed = render_seed_for(settings.render_seed, step, response.record)
+        request, before = rerender_inputs(sample, prompt, seed)
         for _ in range(settings.render_retries + 1):
             try:
                 (image,) = [f.result() for f in generators.submit([request])]
                 judged = judges.submit(sample.origin_prompt, image, before).result()
-            except Exception:  # a crashed actor, a generator or judge error: try again
+            except Exception as error:  # a crashed actor, a generator or judge error: try again
+                failed(response, *failure_kind(error))
                 continue
-            if judged is not None:  # None: the judge's answer could not be read
+            if judged is not None:
                 response.rerender = judged
                 reward(response)
                 return
+            failed(response, UNREADABLE_JUDGE_ANSWER, "the judge's answer could not be read")
         response.render_failed = True
 
     with ThreadPoolExecutor(max_workers=max(1, min(64, len(render)))) as threads:
@@ -186,7 +223,7 @@ def train_samples(
         if response.completion.token_ids is None:
             raise ValueError(
                 "the rollout engine returned no token ids; GRPO needs an engine that does "
-                "(rollout.engine: TransformersEngine or VLLMEngine)"
+                "(rollout.component: TransformersEngine or VLLMEngine)"
             )
         request = requests[response.record]
         out.append(TrainSample(request.messages, response.completion.token_ids, request.images))
@@ -232,13 +269,17 @@ def sync_weights(trainer: TrainerGroup, workers: RolloutWorkers) -> int:
 
 
 def reward_metrics(batch: Sequence[CriticSample], responses: Sequence[Response]) -> dict[str, Any]:
-    """Means of every reward component, verdict accuracy, format rate and failure counts."""
+    """Means of every reward component, verdict accuracy, format rate and failure counts:
+    `reward/render_or_judge_failures` the responses left out after every try failed,
+    `reward/failures/<kind>` the failed tries of each kind (retried ones included)."""
     rewarded = [r for r in responses if r.reward is not None]
     metrics: dict[str, float] = {
         "reward/format_valid_rate": float(np.mean([r.parsed.format_valid for r in responses])),
         "reward/unparseable_rate": float(np.mean([r.parsed.value is None for r in responses])),
         "reward/render_or_judge_failures": float(sum(r.render_failed for r in responses)),
     }
+    for kind, count in sorted(Counter(k for r in responses for k in r.failures).items()):
+        metrics[f"reward/failures/{kind}"] = float(count)
     verdicts = [
         r.parsed.value.success == batch[r.record].evaluation.success
         for r in responses

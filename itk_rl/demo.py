@@ -21,20 +21,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from itk_rl.evaluate import (
-    SystemSpec,
+from itk_rl.eval.report import write_report
+from itk_rl.eval.testbed import (
     check_heldout,
-    checkpoint_critic,
     evaluate_testbed,
+    heldout_systems,
     heldout_tasks,
-    oracle_critic,
     training_texts,
 )
-from itk_rl.recipes_compose import compose_recipe
-from itk_rl.report import write_report
+from itk_rl.job import compose_recipe
 from itk_rl.sft import sft
 from itk_rl.testbed import TestbedJudge
 from itk_rl.train import train
@@ -58,23 +55,10 @@ def evaluate(cfg: DictConfig, sft_final: Path, grpo_final: Path, out: Path) -> d
         exclude=training,
     )
     check_heldout(tasks, training)
-    batch = evaluation.concurrent_tasks
-    systems = {
-        "generator_alone": SystemSpec(None, "the plan rendered once per step, no critic"),
-        "sft_critic": SystemSpec(
-            checkpoint_critic(sft_final, max_batch_size=batch), "critic after SFT"
-        ),
-        "grpo_critic": SystemSpec(
-            checkpoint_critic(grpo_final, max_batch_size=batch),
-            "critic after SFT + GRPO",
-            compare_with="sft_critic",
-        ),
-        "oracle_critic": SystemSpec(oracle_critic(), "oracle critic (exact judge): upper bound"),
-    }
+    systems, generator = heldout_systems(cfg, sft_final, grpo_final)
     # Run pages go to out/runs/, beside report/ which links to them.
-    generator = instantiate(evaluation.generator)
     result = evaluate_testbed(
-        systems, tasks, generator, TestbedJudge(), out, concurrent_tasks=batch
+        systems, tasks, generator, TestbedJudge(), out, concurrent_tasks=evaluation.concurrent_tasks
     )
     curves = {
         "critic SFT": sft_final.parent / "metrics.jsonl",

@@ -32,15 +32,12 @@ from itk_rl.data.planner_records import PlannerPair, load_planner_pairs
 from itk_rl.data.sampler import BatchSampler
 from itk_rl.formats import build_critic_messages, build_planner_messages, load_template
 from itk_rl.formats.envelope import ParseResult
+from itk_rl.formats.files import write_atomic
 from itk_rl.formats.templates import PromptTemplate
-from itk_rl.metrics import MetricsLog, progress_line
-from itk_rl.output import write_atomic
-from itk_rl.recipes_compose import compose_recipe
-from itk_rl.rollout.engine import ChatRequest, SamplingParams
-from itk_rl.rollout.workers import RolloutWorkers
-from itk_rl.tiny import TinyVLMConfig, build_tiny_models
-from itk_rl.train import (
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams
+from itk_rl.job import (
     check_resources,
+    compose_recipe,
     connect_ray,
     load_step,
     plain,
@@ -49,6 +46,9 @@ from itk_rl.train import (
     save_step,
     trim_metrics,
 )
+from itk_rl.metrics import MetricsLog, progress_line
+from itk_rl.rollout.workers import RolloutWorkers
+from itk_rl.tiny import TinyVLMConfig, build_tiny_models
 from itk_rl.trainer.batch import TrainSample, response_ids_from_text
 from itk_rl.trainer.group import TrainerGroup
 
@@ -146,7 +146,7 @@ def prepare_testbed_sft(
     one the recipe trains) is then pretrained to read testbed scenes (`itk_rl.testbed.vision`),
     as real critics start from towers that see.
     """
-    from itk_rl.data.build import run as build_data
+    from itk_rl.build_data import run as build_data
     from itk_rl.testbed.tasks import corpus
     from itk_rl.testbed.vision import pretrain_vision_tower
 
@@ -210,8 +210,8 @@ def generation_check(cfg: DictConfig, final: Path, eval_set: list[SftExample]) -
     examples = eval_set[: check.num_prompts]
     requests = [ChatRequest(e.sample.messages, e.sample.images) for e in examples]
     params = SamplingParams(max_new_tokens=check.max_new_tokens, temperature=0.0)
-    engine = {**plain(check.engine), "model": str(final)}
-    with RolloutWorkers(engine, 1, check.num_cpus, check.num_gpus, 0, 0) as workers:
+    engine = {**plain(check.component), "model": str(final)}
+    with RolloutWorkers(engine, check.num_actors, check.num_cpus, check.num_gpus, 0, 0) as workers:
         outputs = [group[0].text for group in workers.generate(requests, params)]
     parsed = [parse(text) for text in outputs]
     n = max(len(examples), 1)
@@ -246,7 +246,7 @@ def sft(cfg: DictConfig) -> Path:
     sampler = BatchSampler(len(train_set), cfg.data.batch_size, seed=cfg.seed)
     connect_ray(cfg.cluster)
     check_resources({"trainer": (cfg.trainer.world_size, cfg.trainer)})
-    check_resources({"check": (1, cfg.check)})
+    check_resources({"check": (cfg.check.num_actors, cfg.check)})
     trainer: TrainerGroup | None = TrainerGroup(cfg.model_path, trainer_config)
     log, final = None, out / "final"
     try:

@@ -7,34 +7,37 @@ bottom: setup (data, actors, resume) → loop of `critic_grpo.grpo_step` → cle
 
 from __future__ import annotations
 
-import json
-import random
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import hydra
-import numpy as np
-import ray
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from itk_rl.critic_grpo import RewardFn, StepSettings, grpo_step, sync_weights
+from itk_rl.critic_grpo import StepSettings, grpo_step, sync_weights
 from itk_rl.data.critic_records import load_critic_records
 from itk_rl.data.sampler import BatchSampler
 from itk_rl.formats.records import CriticSample
 from itk_rl.formats.templates import PromptTemplate, load_template
+from itk_rl.interfaces.engine import SamplingParams
+from itk_rl.interfaces.reward import RewardFn, needs_rerender
+from itk_rl.job import (
+    check_resources,
+    connect_ray,
+    load_step,
+    plain,
+    record,
+    resume_from,
+    save_step,
+    trim_metrics,
+)
 from itk_rl.metrics import MetricsLog, progress_line
 from itk_rl.rewards.judge_pool import JudgePool
-from itk_rl.rollout.engine import SamplingParams
 from itk_rl.rollout.pool import GeneratorPool
 from itk_rl.rollout.workers import RolloutWorkers
 from itk_rl.trainer.group import TrainerGroup
 
-CHECKPOINT_PREFIX = "step_"
 CONSOLE_KEYS = (
     "reward/total",
     "reward/verdict_accuracy",
@@ -46,59 +49,18 @@ CONSOLE_KEYS = (
 )
 
 
-def plain(node: Any) -> Any:
-    """A config node as plain containers: the only form that crosses a Ray boundary."""
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-
-
-def connect_ray(cluster: DictConfig) -> None:
-    """Join the cluster this process was submitted to, else start a local one."""
-    if not ray.is_initialized():
-        ray.init(**plain(cluster.init))
-
-
 def actor_groups(cfg: DictConfig) -> dict[str, tuple[int, DictConfig]]:
-    """The GRPO run's actor groups: name → (actor count, node with num_cpus/num_gpus)."""
+    """The GRPO run's actor groups: name → (actor count, node with num_cpus/num_gpus).
+
+    Rollout, generator and judge share one recipe shape: `component` (what each actor
+    builds), `num_actors`, `num_cpus`, `num_gpus`; the trainer's ranks are `world_size`.
+    """
     return {
-        "rollout": (cfg.rollout.num_workers, cfg.rollout),
+        "rollout": (cfg.rollout.num_actors, cfg.rollout),
         "generator": (cfg.generator.num_actors, cfg.generator),
         "judge": (cfg.judge.num_actors, cfg.judge),
         "trainer": (cfg.trainer.world_size, cfg.trainer),
     }
-
-
-def check_resources(groups: Mapping[str, tuple[int, Any]]) -> None:
-    """Fail at once, naming each group's demand, when the `groups` (name → (actor count, node
-    with num_cpus/num_gpus)) cannot all be placed together (Ray would otherwise wait forever
-    for resources that never come)."""
-    available = ray.cluster_resources()
-    for resource, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
-        demand = {name: count * node[key] for name, (count, node) in groups.items()}
-        total, have = sum(demand.values()), available.get(resource, 0.0)
-        if total > have + 1e-9:
-            parts = ", ".join(f"{name} {value:g}" for name, value in demand.items())
-            raise RuntimeError(
-                f"the recipe asks for {total:g} {resource} ({parts}) but the Ray cluster has "
-                f"{have:g}; lower the groups' {key} or counts, or add nodes"
-            )
-
-
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The newest complete checkpoint (the trainer renames a checkpoint into place when whole)."""
-    found = sorted(directory.glob(f"{CHECKPOINT_PREFIX}*"))
-    return found[-1] if found else None
-
-
-def resume_from(cfg: DictConfig, checkpoints: Path) -> Path | None:
-    """`resume`: auto (latest, if any), never, or a checkpoint path."""
-    if cfg.resume == "never":
-        return None
-    if cfg.resume == "auto":
-        return latest_checkpoint(checkpoints)
-    path = Path(cfg.resume)
-    if not path.is_dir():
-        raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint folder there")
-    return path
 
 
 @dataclass
@@ -119,8 +81,8 @@ def start_actors(cfg: DictConfig) -> Actors:
     rollout, generator, judge = cfg.rollout, cfg.generator, cfg.judge
     return Actors(
         workers=RolloutWorkers(
-            plain(rollout.engine),
-            num_workers=rollout.num_workers,
+            plain(rollout.component),
+            num_actors=rollout.num_actors,
             num_cpus=rollout.num_cpus,
             num_gpus=rollout.num_gpus,
             max_restarts=cfg.fault_tolerance.max_restarts,
@@ -148,60 +110,20 @@ def start_actors(cfg: DictConfig) -> Actors:
     )
 
 
-def step_settings(cfg: DictConfig) -> StepSettings:
+def step_settings(cfg: DictConfig, reward_fn: RewardFn) -> StepSettings:
+    """The step's settings from the recipe; refinements are re-rendered exactly when the reward
+    reads them (derived, not a recipe key: a recipe that skipped the renders its reward reads
+    would fail at the first failed step, and one that made renders it ignores would waste them)."""
     algorithm = cfg.algorithm
     return StepSettings(
         sampling=SamplingParams(**plain(cfg.rollout.sampling)),
-        render_refinements=algorithm.render_refinements,
+        render_refinements=needs_rerender(reward_fn),
         render_seed=algorithm.render_seed,
         render_retries=algorithm.render_retries,
         skip_zero_variance_groups=algorithm.skip_zero_variance_groups,
         norm_adv_by_std=algorithm.norm_adv_by_std,
         epsilon=algorithm.epsilon,
     )
-
-
-def rng_state() -> dict[str, Any]:
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def save_step(trainer: TrainerGroup, checkpoints: Path, step: int, sampler: BatchSampler) -> None:
-    """Checkpoint after `step`: the trainer's state, plus the sampler and RNG states."""
-    extra = {"step": step, "sampler": sampler.state(), "rng": rng_state()}
-    trainer.save_checkpoint(str(checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"), extra)
-
-
-def load_step(trainer: TrainerGroup, checkpoint: Path, sampler: BatchSampler) -> int:
-    """Restore what `save_step` saved; returns the step the checkpoint was taken after."""
-    extra = trainer.load_checkpoint(str(checkpoint))
-    sampler.load_state(extra["sampler"])
-    set_rng_state(extra["rng"])
-    return extra["step"]
-
-
-def record(out: Path, log: MetricsLog, step: int, metrics: dict[str, float]) -> None:
-    """Log one step's metrics to TensorBoard and append them to `out/metrics.jsonl`."""
-    log.scalars(step, metrics)
-    with (out / "metrics.jsonl").open("a") as handle:
-        handle.write(json.dumps({"step": step, **metrics}) + "\n")
-
-
-def trim_metrics(path: Path, last_step: int) -> None:
-    """Keep only the records of steps up to `last_step` (a resumed run redoes the rest)."""
-    if path.is_file():
-        lines = path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if json.loads(line)["step"] <= last_step]
-        path.write_text("".join(kept))
 
 
 def train(cfg: DictConfig) -> Path:
@@ -216,7 +138,7 @@ def train(cfg: DictConfig) -> Path:
     records: list[CriticSample] = load_critic_records(cfg.data.train_path)
     template: PromptTemplate = load_template(cfg.critic.template)
     reward_fn: RewardFn = instantiate(cfg.reward)
-    settings = step_settings(cfg)
+    settings = step_settings(cfg, reward_fn)
     sampler = BatchSampler(len(records), cfg.data.batch_size, seed=cfg.seed)
     connect_ray(cfg.cluster)
     check_resources(actor_groups(cfg))

@@ -18,55 +18,30 @@ only do arithmetic on their results, so they are cheap, pure and run anywhere (S
 A render or judge call that fails for good is not papered over with 0.5 here: the driver drops
 that sample from the update and counts it (`stepwise_reward` raises if asked without a score).
 
-A reward is any callable `RewardInputs -> RewardOutput`. A recipe picks one with Hydra:
+A reward is any callable `RewardInputs -> RewardOutput` (`itk_rl.interfaces.reward`). A recipe
+picks one with Hydra:
 
     reward:
-      _target_: itk_rl.rewards.critic.critic_reward
-      _partial_: true
+      _target_: itk_rl.rewards.critic.CriticReward
       alpha: 0.2
 
 and a user's own reward is a function with the same signature in their own module, named the
-same way.
+same way with `_partial_: true`. Whether refinements are re-rendered at all is the reward's to
+say (`itk_rl.interfaces.reward.needs_rerender`), so no recipe can skip the renders a reward reads.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from itk_rl.formats.critic import CriticVerdict
 from itk_rl.formats.envelope import ParseResult
 from itk_rl.formats.records import CriticSample
 from itk_rl.formats.score import JudgeScore
+from itk_rl.interfaces.reward import RewardInputs, RewardOutput
 
 SCORE_MAX = 10.0  # judge scores are on 0–10
-
-
-@dataclass(frozen=True, eq=False)
-class RewardInputs:
-    """Everything a critic reward may look at for one response.
-
-    `rerender` is the judge's score of the refined prompt's re-render, against the sample's
-    original prompt; None when nothing was rendered (the label says success, or the recipe's
-    reward does not use the step-wise term).
-    """
-
-    sample: CriticSample
-    response: str
-    parsed: ParseResult[CriticVerdict]
-    rerender: JudgeScore | None = None
-
-
-@dataclass(frozen=True)
-class RewardOutput:
-    """The reward used for the advantage (`total`) and its named parts, logged one by one."""
-
-    total: float
-    components: dict[str, float] = field(default_factory=dict)
-
-
-RewardFn = Callable[[RewardInputs], RewardOutput]
 
 
 def format_reward(parsed: ParseResult[CriticVerdict]) -> float:
@@ -131,16 +106,12 @@ def stepwise_reward(sample: CriticSample, rerender: JudgeScore | None) -> tuple[
     return sem, qual
 
 
-def critic_reward(
-    inputs: RewardInputs,
-    *,
-    format_weight: float = 0.5,
-    alpha: float = 0.2,
-    sem_share: float = 0.75,
-) -> RewardOutput:
+@dataclass(frozen=True)
+class CriticReward:
     """The paper's critic reward, R = w·R_format + (1 − w)·(α·R_acc + (1 − α)·R_step).
 
-    R_step = s·sem + (1 − s)·qual. At the defaults (w = 0.5, α = 0.2, s = 0.75):
+    R_step = s·sem + (1 − s)·qual, with w = `format_weight`, α = `alpha`, s = `sem_share`. At
+    the defaults (w = 0.5, α = 0.2, s = 0.75):
 
         R = 0.5·format + 0.5·(0.2·acc + 0.8·(0.75·sem + 0.25·qual))
           = 0.5·format + 0.5·(0.2·acc + 0.6·sem + 0.2·qual)
@@ -148,27 +119,41 @@ def critic_reward(
     which is DESIGN §1's "overall" exactly. Each weight is in [0, 1], so R is in [0, 1].
 
     Verdict-only variant: `alpha=1` gives R = w·format + (1 − w)·acc; then no render is
-    needed (`rerender` may be None for any label) and `sem_share` does not matter. (DESIGN §5's
-    prototype reward 0.2·format + verdict is `format_weight=1/6, alpha=1` scaled by 1.2, which
-    group-normalised advantages do not see.)
+    needed (`needs_rerender` is False, `rerender` may be None for any label) and `sem_share`
+    does not matter. (DESIGN §5's prototype reward 0.2·format + verdict is
+    `format_weight=1/6, alpha=1` scaled by 1.2, which group-normalised advantages do not see.)
+
+    A class rather than a function because whether it reads re-renders depends on `alpha`: the
+    GRPO driver reads `needs_rerender` and renders exactly when the reward needs it.
 
     Components: format, accuracy, sem, qual, step (R_step); sem/qual/step are left out when
     alpha = 1.
     """
-    for name, weight in (
-        ("format_weight", format_weight),
-        ("alpha", alpha),
-        ("sem_share", sem_share),
-    ):
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"critic_reward: {name} must be within [0, 1], got {weight}")
-    fmt = format_reward(inputs.parsed)
-    acc = accuracy_reward(inputs.parsed, inputs.sample)
-    components = {"format": fmt, "accuracy": acc}
-    task = alpha * acc
-    if alpha < 1.0:
-        sem, qual = stepwise_reward(inputs.sample, inputs.rerender)
-        step = sem_share * sem + (1.0 - sem_share) * qual
-        components |= {"sem": sem, "qual": qual, "step": step}
-        task += (1.0 - alpha) * step
-    return RewardOutput(format_weight * fmt + (1.0 - format_weight) * task, components)
+
+    format_weight: float = 0.5
+    alpha: float = 0.2
+    sem_share: float = 0.75
+
+    def __post_init__(self) -> None:
+        for name in ("format_weight", "alpha", "sem_share"):
+            weight = getattr(self, name)
+            if not 0.0 <= weight <= 1.0:
+                raise ValueError(f"CriticReward: {name} must be within [0, 1], got {weight}")
+
+    @property
+    def needs_rerender(self) -> bool:
+        """Whether the step-wise term (weight 1 − alpha) reads the re-render of a failed step."""
+        return self.alpha < 1.0
+
+    def __call__(self, inputs: RewardInputs) -> RewardOutput:
+        fmt = format_reward(inputs.parsed)
+        acc = accuracy_reward(inputs.parsed, inputs.sample)
+        components = {"format": fmt, "accuracy": acc}
+        task = self.alpha * acc
+        if self.needs_rerender:
+            sem, qual = stepwise_reward(inputs.sample, inputs.rerender)
+            step = self.sem_share * sem + (1.0 - self.sem_share) * qual
+            components |= {"sem": sem, "qual": qual, "step": step}
+            task += (1.0 - self.alpha) * step
+        total = self.format_weight * fmt + (1.0 - self.format_weight) * task
+        return RewardOutput(total, components)

@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from itk_rl.formats.envelope import (
 from itk_rl.formats.images import check_image
 from itk_rl.formats.score import JudgeScore
 from itk_rl.formats.templates import PromptTemplate, chat_messages, check_role, load_template
-from itk_rl.rollout.engine import ChatRequest, SamplingParams, VLMEngine
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams, VLMEngine
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,6 @@ TEXT_TO_IMAGE_KEYS = ("prompt_following",)
 QUALITY_KEYS = ("naturalness", "artifacts")
 
 _SCORE_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\s*$")  # "7", "7.5", "7/10"
-
-
-@runtime_checkable
-class Judge(Protocol):
-    """What the driver and the judge actors call. None entries: unreadable judgements."""
-
-    def score_batch(
-        self,
-        instructions: Sequence[str],
-        afters: Sequence[np.ndarray],
-        befores: Sequence[np.ndarray | None],
-    ) -> Sequence[JudgeScore | None]: ...
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from itk_rl.formats.dtypes import torch_dtype
 from itk_rl.formats.images import check_image
-from itk_rl.rollout.generator import RenderRequest
+from itk_rl.interfaces.generator import RenderRequest
 
 EditMode = Literal["auto", "reference", "img2img", "none"]
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
 
 # How a pipeline reads `image=` in a batched call (diffusers 0.42). FLUX.2 treats the list as
 # the references of *every* prompt, so only edits with identical references may share a call.
@@ -118,7 +113,7 @@ class DiffusersGenerator:
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         self.model = str(model)
-        self.torch_dtype = _parse_dtype(dtype)
+        self.torch_dtype = torch_dtype(dtype, "DiffusersGenerator dtype")
         self.device = _parse_device(device)
         self.height, self.width = height, width
         self.num_inference_steps = num_inference_steps
@@ -263,12 +258,6 @@ class DiffusersGenerator:
                         f"{type(pipe).__name__}.__call__ (model {self.model!r})"
                     )
         return call_kwargs
-
-
-def _parse_dtype(dtype: str) -> torch.dtype:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
 
 
 def _parse_device(device: str) -> torch.device:

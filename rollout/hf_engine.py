@@ -35,11 +35,8 @@ from transformers import (
     LogitsProcessorList,
 )
 
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.validation import check_batch
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
+from itk_rl.formats.dtypes import torch_dtype
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams, check_batch
 
 _VISION_TOKEN_ATTRS = (
     "image_token_id",
@@ -65,10 +62,7 @@ class TransformersEngine:
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(
-                f"TransformersEngine: dtype must be one of {list(_DTYPES)}, got {dtype!r}"
-            )
+        weights_dtype = torch_dtype(dtype, "TransformersEngine dtype")
         if max_batch_size < 1:
             raise ValueError(
                 f"TransformersEngine: max_batch_size must be >= 1, got {max_batch_size}"
@@ -82,7 +76,7 @@ class TransformersEngine:
             )
             self.model = AutoModelForImageTextToText.from_pretrained(
                 self.model_name,
-                dtype=_DTYPES[dtype],
+                dtype=weights_dtype,
                 attn_implementation=attn_implementation,
                 trust_remote_code=trust_remote_code,
             )

@@ -22,8 +22,7 @@ import numpy as np
 import requests
 
 from itk_rl.formats.images import encode_png
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.validation import check_batch
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams, check_batch
 
 _MAX_ERROR_CHARS = 500
 # Failures worth another try: the server is busy, restarting or unreachable for a moment.

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.rollout.actors import BatchedActorGroup
-from itk_rl.rollout.generator import RenderRequest
 
 
 def request_key(request: RenderRequest) -> bytes:

@@ -33,8 +33,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.validation import check_batch
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams, check_batch
 
 _LOAD_METHOD = "itk_load_weights"  # the WeightSyncExtension method collective_rpc calls
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import ray
 
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
 from itk_rl.rollout.actors import ComponentActor, kill_actors, make_actors
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
 
 
 class EngineActor(ComponentActor):
@@ -64,7 +64,7 @@ def shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
 
 
 class RolloutWorkers:
-    """`num_workers` actors, each building one `VLMEngine` from `engine_config` (a plain dict
+    """`num_actors` actors, each building one `VLMEngine` from `engine_config` (a plain dict
     with `_target_`; the engine must have `update_weights(state_dict)` for weight sync).
 
     `max_restarts` / `max_task_retries`: Ray restarts a worker that died and re-runs its
@@ -74,7 +74,7 @@ class RolloutWorkers:
     def __init__(
         self,
         engine_config: dict[str, Any],
-        num_workers: int,
+        num_actors: int,
         num_cpus: float,
         num_gpus: float,
         max_restarts: int,
@@ -83,7 +83,7 @@ class RolloutWorkers:
         self.workers = make_actors(
             EngineActor,
             engine_config,
-            num_actors=num_workers,
+            num_actors=num_actors,
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             max_restarts=max_restarts,

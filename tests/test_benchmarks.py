@@ -1,28 +1,36 @@
-"""The figures `benchmarks/critic_refinements.py` computes, on hand-written critic answers."""
+"""The benchmark scripts: the figures `critic_refinements.py` computes on hand-written critic
+answers, and the world `testbed_eval.py` evaluates in."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
 from itk_rl.formats import CriticVerdict, format_critic_answer
 from itk_rl.formats.records import CriticSample, Evaluation
+from itk_rl.job import compose_recipe, plain
 from itk_rl.testbed import TestbedGenerator, TestbedJudge
 from itk_rl.testbed.render import render
 from itk_rl.testbed.scene import Scene
 
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "critic_refinements.py"
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def _script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def tally():
-    spec = importlib.util.spec_from_file_location("critic_refinements", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.tally
+    return _script("critic_refinements").tally
 
 
 def _failed_step() -> CriticSample:
@@ -34,6 +42,7 @@ def _failed_step() -> CriticSample:
         origin_image=blank,
         edited_image=blank,
         evaluation=Evaluation(semantics=0.0, quality=10.0, success=False),
+        text_to_image=True,
     )
 
 
@@ -68,3 +77,31 @@ def test_no_rejection_leaves_the_shares_undefined(tally) -> None:
     figures = tally([_failed_step()], [[accept]], TestbedGenerator(), TestbedJudge())
     assert figures["says_failed"] == 0.0
     assert figures["meaning_right"] is None and figures["mean_sem"] is None
+
+
+def test_testbed_eval_renders_in_the_main_jobs_world_unless_told_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The generator the benchmark hands to the evaluation, caught on its way in.
+    module = _script("testbed_eval")
+    evaluated = []
+
+    def evaluate(systems, tasks, generator, *args, **kwargs):
+        evaluated.append((list(systems), generator))
+        return real(systems, tasks, generator, *args, **kwargs)
+
+    real = module.evaluate_testbed
+    monkeypatch.setattr(module, "evaluate_testbed", evaluate)
+    world = plain(compose_recipe("demo").world)
+    module.main(["--tasks", "2", "--no-oracle", "--out", str(tmp_path / "job")])
+    ((systems, generator),) = evaluated
+    assert systems == ["generator_alone"]
+    assert world["_target_"] == "itk_rl.testbed.TestbedGenerator"
+    assert isinstance(generator, TestbedGenerator)
+    assert vars(generator) == {key: value for key, value in world.items() if key != "_target_"}
+    figures = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert figures["generator"] == world and figures["tasks"] == 2
+
+    other = ["--tasks", "1", "--no-oracle", "--out", str(tmp_path / "other")]
+    module.main([*other, "world.misrender_prob=1.0"])
+    assert evaluated[-1][1].misrender_prob == 1.0 != world["misrender_prob"]

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import itk_rl.generate as generate_module
+import itk_rl.pipeline.generate as generate_module
 from itk_rl.cli import main
 from itk_rl.formats import Trajectory
-from itk_rl.output import read_status
+from itk_rl.pipeline.run_folder import read_status
 from itk_rl.testbed import Scene, ShapeObject, render
 
 REQUEST = "Show step by step: draw a crimson disc on the left, then add an azure box on the right"

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from itk_rl.rollout.engine import ChatRequest, SamplingParams
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams
 from itk_rl.rollout.hf_engine import TransformersEngine
 from itk_rl.sft import sft
 

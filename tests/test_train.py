@@ -3,7 +3,8 @@
 One shared set of inputs (tiny critic, testbed records); three short runs: an uninterrupted
 one, and an interrupted one resumed with `resume=auto`, which must reproduce the next step.
 The reward is a user's own function in a module outside the package (the custom-reward swap),
-chosen so that groups have reward variance and the policy is really updated.
+chosen so that groups have reward variance and the policy is really updated. And the recipe's
+rewards phase on real generator and judge pools, with the reward it names.
 """
 
 from __future__ import annotations
@@ -12,11 +13,25 @@ import json
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from itk_rl.train import train
+from itk_rl.critic_grpo import Response, score_responses
+from itk_rl.formats import (
+    CriticSample,
+    CriticVerdict,
+    Evaluation,
+    format_critic_answer,
+    parse_critic_output,
+)
+from itk_rl.interfaces.engine import Completion
+from itk_rl.job import plain
+from itk_rl.rewards.judge_pool import JudgePool
+from itk_rl.rollout.pool import GeneratorPool
+from itk_rl.train import step_settings, train
 
 REWARD_MODULE = '''
 from itk_rl.rewards.critic import RewardInputs, RewardOutput, format_reward
@@ -44,6 +59,7 @@ def _config(tmp_path: Path, inputs: Path, name: str, total_steps: int):
         "logging.sample_every=1",
         "+reward.period=5",
         "reward._target_=user_rewards.length_reward",
+        "+reward._partial_=true",
         "~reward.format_weight",
         "~reward.alpha",
         "~reward.sem_share",
@@ -101,3 +117,48 @@ def test_grpo_runs_logs_checkpoints_and_resumes_exactly(
     resumed = _metrics(tmp_path / "resumed")
     assert sorted(resumed) == [1, 2, 3]
     assert _deterministic(resumed[3]) == pytest.approx(_deterministic(metrics[3]), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rerendered"),
+    [([], True), (["reward.alpha=1.0"], False)],
+    ids=["critic_reward", "verdict_only"],
+)
+@pytest.mark.usefixtures("ray_local")
+def test_the_rewards_phase_rerenders_exactly_when_the_recipes_reward_reads_rerenders(
+    overrides: list[str], rerendered: bool
+) -> None:
+    # A failed text-to-image step and one response refining it: the paper's reward reads the
+    # refinement's re-render; the verdict-only one (alpha = 1) needs none, so none is made.
+    with initialize_config_module("itk_rl.recipes", version_base="1.3"):
+        cfg = compose("testbed_critic_grpo", overrides=overrides)
+    reward_fn = instantiate(cfg.reward)
+    canvas = np.full((48, 48, 3), 255, dtype=np.uint8)
+    prompt = "draw a large red circle on the left"
+    failed = CriticSample(
+        prompt, "draw a crimson disc", canvas, canvas, Evaluation(0, 10, False), True
+    )
+    answer = format_critic_answer(CriticVerdict(False, prompt, "left none"))
+    responses = [Response(0, Completion(answer), parse_critic_output(answer))]
+    generator, judge = cfg.generator, cfg.judge
+    retries = {"max_restarts": 0, "max_task_retries": 0}
+    with (
+        GeneratorPool(
+            plain(generator.component),
+            generator.num_actors,
+            generator.num_cpus,
+            generator.num_gpus,
+            generator.max_batch_size,
+            generator.max_wait_s,
+            **retries,
+        ) as generators,
+        JudgePool(
+            plain(judge.component), judge.num_actors, judge.num_cpus, judge.num_gpus, **retries
+        ) as judges,
+    ):
+        settings = step_settings(cfg, reward_fn)
+        score_responses(generators, judges, reward_fn, [failed], responses, settings, step=1)
+    (response,) = responses
+    assert response.reward is not None and not response.render_failed
+    assert (response.rerender is not None) is rerendered
+    assert ("sem" in response.reward.components) is rerendered

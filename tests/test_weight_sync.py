@@ -13,7 +13,7 @@ import pytest
 import ray
 
 from itk_rl.formats import build_critic_messages, load_template
-from itk_rl.rollout.engine import ChatRequest, SamplingParams
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams
 from itk_rl.rollout.hf_engine import TransformersEngine
 from itk_rl.rollout.workers import RolloutWorkers
 from itk_rl.trainer.batch import TrainSample
@@ -43,7 +43,7 @@ def test_rollout_workers_hold_the_trainers_weights_after_sync(tiny_models, tmp_p
     model = str(tiny_models.qwen2_5_vl)
     engine_config = {"_target_": "itk_rl.rollout.hf_engine.TransformersEngine", "model": model}
     workers = RolloutWorkers(
-        engine_config, num_workers=2, num_cpus=0.5, num_gpus=0, max_restarts=0, max_task_retries=0
+        engine_config, num_actors=2, num_cpus=0.5, num_gpus=0, max_restarts=0, max_task_retries=0
     )
     trainer = TrainerGroup(model, {"world_size": 2, "lr": 0.05, "kl_coef": 0.0})
     try:

@@ -12,15 +12,20 @@ the pure-Python transforms (all that image and video processors use) work; the C
 (`torchvision.ops.nms`, `roi_align`, ...) still raise, as they would without the extension.
 `apply()` does this only when needed (torchvision installed, not yet imported, CPU torch, and its
 extension fails to load), so it is a no-op on GPU hosts and on hosts with a matching wheel.
+`apply_before_torchvision()` defers it to the moment something first looks torchvision up, so
+importing itk_rl (its formats, for instance) does not import torch.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
@@ -31,6 +36,8 @@ _library: torch.library.Library | None = None
 
 def _extension_loads(package_dir: Path) -> bool:
     """Try what torchvision's own `extension.py` does first: load its compiled `_C` ops."""
+    import torch
+
     candidates = sorted(package_dir.glob("_C*.so")) + sorted(package_dir.glob("_C*.pyd"))
     if not candidates:
         return False
@@ -43,7 +50,11 @@ def _extension_loads(package_dir: Path) -> bool:
 
 def needed() -> bool:
     """True when importing torchvision would fail for want of the `torchvision::nms` schema."""
-    if _library is not None or "torchvision" in sys.modules or torch.version.cuda is not None:
+    if _library is not None or "torchvision" in sys.modules:
+        return False
+    import torch
+
+    if torch.version.cuda is not None:
         return False
     spec = importlib.util.find_spec("torchvision")
     if spec is None or spec.origin is None:
@@ -56,7 +67,29 @@ def apply() -> bool:
     global _library
     if not needed():
         return False
+    import torch
+
     _library = torch.library.Library("torchvision", "FRAGMENT")
     for schema in _SCHEMAS:
         _library.define(schema)
     return True
+
+
+class _BeforeTorchvision(importlib.abc.MetaPathFinder):
+    """Runs `apply()` the first time anything looks torchvision up (an import, or
+    transformers' `find_spec` availability check), then steps aside for the real finders."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            apply()
+        return None
+
+
+def apply_before_torchvision() -> None:
+    """`apply()` now if torchvision is already imported (then it is a no-op), else just before
+    its first lookup; installed once per process."""
+    if "torchvision" in sys.modules:
+        apply()
+    elif not any(isinstance(finder, _BeforeTorchvision) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _BeforeTorchvision())

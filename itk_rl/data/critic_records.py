@@ -3,21 +3,25 @@
 Critic-RL files hold exactly the `CriticSample` fields; Critic-SFT files add `target`, the
 critic's answer text to learn (`format_critic_answer`). Loading validates every row up front,
 so a bad record stops a run before any actor starts and the error names the file, the row and
-the field — not a shape mismatch twenty steps later.
+the field — not a shape mismatch twenty steps later. Files written before the `text_to_image`
+column existed still load: each row's is then read from its before-image
+(`legacy_text_to_image`), with a warning naming the file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from itk_rl.formats.images import RecordError
-from itk_rl.formats.records import CriticSample, critic_sample_features
+from itk_rl.formats.records import TEXT_TO_IMAGE, CriticSample, critic_sample_features
 
 if TYPE_CHECKING:
     import datasets
 
+log = logging.getLogger(__name__)
 TARGET = "target"
 
 
@@ -39,8 +43,11 @@ def write_parquet(
     return path
 
 
-def read_parquet(path: str | Path, features: datasets.Features, what: str) -> datasets.Dataset:
-    """A parquet dataset file with every column of `features`; errors name the file."""
+def read_parquet(
+    path: str | Path, features: datasets.Features, what: str, optional: Collection[str] = ()
+) -> datasets.Dataset:
+    """A parquet dataset file with every column of `features` but the `optional` ones; errors
+    name the file."""
     import datasets
     import pyarrow.parquet
 
@@ -53,9 +60,23 @@ def read_parquet(path: str | Path, features: datasets.Features, what: str) -> da
         dataset = datasets.Dataset(pyarrow.parquet.read_table(str(path)))
     except Exception as error:  # arrow/datasets raise many types for a broken file
         raise RecordError(f"{path}: not a readable parquet dataset ({error})") from error
-    missing = set(features) - set(dataset.column_names)
+    missing = set(features) - set(dataset.column_names) - set(optional)
     if missing:
         raise RecordError(f"{path}: missing column(s) {sorted(missing)}")
+    return dataset
+
+
+def _read_critic_file(path: str | Path, features: datasets.Features, what: str) -> datasets.Dataset:
+    """`read_parquet` for critic records, which may predate the `text_to_image` column."""
+    dataset = read_parquet(path, features, what, optional=(TEXT_TO_IMAGE,))
+    if TEXT_TO_IMAGE not in dataset.column_names:
+        log.warning(
+            "%s predates the %r column: each row's is read from its before-image (all white: "
+            "text-to-image), which misreads an edit of a white image; rebuild the data to "
+            "record it",
+            path,
+            TEXT_TO_IMAGE,
+        )
     return dataset
 
 
@@ -69,7 +90,7 @@ def load_critic_records(path: str | Path) -> list[CriticSample]:
 
     Raises FileNotFoundError naming the path, or RecordError naming the row and field.
     """
-    dataset = read_parquet(path, critic_sample_features(), "critic records")
+    dataset = _read_critic_file(path, critic_sample_features(), "critic records")
     return [CriticSample.from_row(row, where=f"{path} row {i}") for i, row in enumerate(dataset)]
 
 
@@ -92,7 +113,7 @@ def save_critic_sft_records(
 
 def load_critic_sft_records(path: str | Path) -> list[tuple[CriticSample, str]]:
     """Read and validate a Critic-SFT parquet file: (sample, target text) per row."""
-    dataset = read_parquet(path, critic_sft_features(), "critic SFT records")
+    dataset = _read_critic_file(path, critic_sft_features(), "critic SFT records")
     records = []
     for i, row in enumerate(dataset):
         target = row[TARGET]

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from itk_rl.rollout.engine import ChatRequest, SamplingParams, VLMEngine
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams, VLMEngine
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:#(\d+))?\}")
 BANKS_PACKAGE = "itk_rl.data"

@@ -19,8 +19,8 @@ import numpy as np
 
 from itk_rl.data.filters import FilterConfig, score_variance
 from itk_rl.data.splits import CriticCandidate, Side
+from itk_rl.formats.files import write_atomic
 from itk_rl.formats.images import ImageFolder
-from itk_rl.output import write_atomic
 
 REPORT, COUNTS, PLOT, IMAGES = "index.html", "counts.json", "score_histograms.png", "images"
 

@@ -8,16 +8,17 @@ Critic records (`critic_candidates`): every judged attempt of a step the filters
 (`itk_rl.data.filters`), as a `CriticSample` — origin prompt = the planner's prompt for the
 step, rewritten prompt = the prompt the attempt used, origin image = the image before the step
 (a white canvas of the render's size for text-to-image), edited image = the attempt's image,
-evaluation = the judge's SC and PQ and `success = O ≥ success_threshold`.
+evaluation = the judge's SC and PQ and `success = O ≥ success_threshold`, text_to_image = the
+step had no before-image (step 1 of a request without images: `step_befores`).
 
 Critic-SFT targets: `format_critic_answer(CriticVerdict(success, refine_prompt, think))`.
 - success: `refine_prompt` is "".
 - failure: `refine_prompt` is the prompt of the first *later* attempt of the same step that
   the judge scores a success — the teacher's successful refinement. A failed attempt with no
   successful refinement has no target worth learning and is left out of Critic-SFT (counted).
-- `think` comes from the recipe's `think` function: `scene_think` (the testbed: the whole
-  after-scene described, which makes the critic look) or `teacher_think` (the teacher critic's
-  own reasoning).
+- `think` comes from the recipe's `think` function: `itk_rl.testbed.critic_data.scene_think`
+  (the testbed: the whole after-scene described, which makes the critic look) or
+  `teacher_think` (the teacher critic's own reasoning).
 
 Planner-SFT pairs (`planner_pairs`) come from every finished trajectory, unfiltered.
 """
@@ -59,14 +60,6 @@ ThinkFn = Callable[[Attempt, np.ndarray, np.ndarray], str]
 """`(attempt, before image, after image) -> think text` of a Critic-SFT target."""
 
 TRAIN, EVAL = "train", "eval"
-
-
-def scene_think(attempt: Attempt, before: np.ndarray, after: np.ndarray) -> str:
-    """The testbed critic's reasoning: the whole after-image described slot by slot, and its
-    smudge if any (`itk_rl.testbed.render.describe_image`)."""
-    from itk_rl.testbed.render import describe_image
-
-    return describe_image(after)
 
 
 def teacher_think(attempt: Attempt, before: np.ndarray, after: np.ndarray) -> str:
@@ -133,10 +126,13 @@ def critic_candidates(
         labels = [is_success(score, config) for score in scores]
         for k, (i, attempt) in enumerate(scored):
             after = attempt.image
-            origin = before if before is not None else white_canvas(*after.shape[:2])
+            text_to_image = before is None
+            origin = white_canvas(*after.shape[:2]) if text_to_image else before
             score = attempt.score
             evaluation = Evaluation(score.semantics, score.quality, labels[k])
-            sample = CriticSample(record.step.prompt, attempt.prompt, origin, after, evaluation)
+            sample = CriticSample(
+                record.step.prompt, attempt.prompt, origin, after, evaluation, text_to_image
+            )
             target = None
             if bin_ == SFT:
                 refine = (

@@ -32,9 +32,14 @@ import numpy as np
 
 from itk_rl.data.prompts import Prompt
 from itk_rl.formats import Attempt, JudgeScore, Request, StepRecord, Trajectory
+from itk_rl.formats.files import write_atomic
 from itk_rl.formats.images import ImageFolder
-from itk_rl.output import write_atomic
-from itk_rl.pipeline import InterleavePipeline, PipelineError, PlannerOutputError, StepFailedError
+from itk_rl.pipeline.loop import (
+    InterleavePipeline,
+    PipelineError,
+    PlannerOutputError,
+    StepFailedError,
+)
 from itk_rl.rewards.judge_pool import JudgePool
 from itk_rl.rollout.actors import BatchedActorGroup
 
@@ -207,11 +212,13 @@ def run_teachers(
     max_new: int | None = None,
     retry_failed: bool = False,
     log: Callable[[str], None] = lambda line: None,
+    progress: Callable[[bool], None] = lambda ok: None,
 ) -> TeacherReport:
     """Run every prompt not yet done (at most `max_new` of them), judge every attempt, write.
 
     Teachers run in parallel; as each trajectory arrives its attempts go to the judges, and
     it is written the moment its last score is in, so an interrupt loses only work in flight.
+    `progress(ok)` is called once per prompt done; each failure is also logged with its cause.
     """
     todo = [p for p in prompts if not store.is_done(p.id, retry_failed)]
     report = TeacherReport(skipped=len(prompts) - len(todo))
@@ -227,6 +234,7 @@ def run_teachers(
         store.write_failure(prompt, kind, message)
         report.failed[prompt.id] = kind
         log(f"{prompt.id}: {kind}: {message}")
+        progress(False)
 
     while waiting:
         done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
@@ -260,7 +268,7 @@ def run_teachers(
                 job = found
                 done_now = all(f.done() for f in job.futures.values())
             if done_now:
-                _finish(judging.pop(job.prompt.id), store, report, fail, log)
+                _finish(judging.pop(job.prompt.id), store, report, fail, progress)
     return report
 
 
@@ -269,7 +277,7 @@ def _finish(
     store: TrajectoryStore,
     report: TeacherReport,
     fail: Callable[[Prompt, str, str], None],
-    log: Callable[[str], None],
+    progress: Callable[[bool], None],
 ) -> None:
     scores: dict[tuple[int, int], JudgeScore] = {}
     for key, future in job.futures.items():
@@ -282,4 +290,4 @@ def _finish(
         scores[key] = score
     store.write(job.prompt, with_scores(job.trajectory, scores))
     report.finished.append(job.prompt.id)
-    log(f"{job.prompt.id}: {len(job.trajectory.steps)} step(s), {len(scores)} attempt(s) judged")
+    progress(True)

@@ -1,10 +1,18 @@
-"""The Critic-RL / Critic-SFT record, with exactly the fields of DESIGN §1.
+"""The Critic-RL / Critic-SFT record: the fields of DESIGN §1, and whether the step is
+text-to-image.
 
 `origin_prompt` is the planner's prompt for the step, `rewritten_prompt` the prompt the
 attempt actually used, `origin_image` the image before the step (a white canvas for step 1),
 `edited_image` the image after it, and `evaluation` the judge's scores of the edited image
 against the original prompt plus the success label. The step-wise reward compares a re-render
-of the critic's refinement against `evaluation.semantics` / `evaluation.quality`.
+of the critic's refinement against `evaluation.semantics` / `evaluation.quality`; the re-render
+is text-to-image when `text_to_image` is true and an edit of `origin_image` otherwise.
+
+`text_to_image` is a bool rather than the step's number: step 1 is an edit of the user's image
+when the request brings one, so the number alone would not say it. The pixels cannot say it
+either: a before-image may be white without being the blank canvas (an edit of a white image),
+and step 1's canvas need not be white in a record made elsewhere. Files written before the field
+existed are read with `legacy_text_to_image`.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ if TYPE_CHECKING:
     import datasets
 
 SCORE_RANGE = (0.0, 10.0)
+TEXT_TO_IMAGE = "text_to_image"
+"""The field added after DESIGN §1: files written before it lack it (`legacy_text_to_image`)."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +81,16 @@ class Evaluation:
 
 @dataclass(frozen=True, eq=False)
 class CriticSample:
-    """One critic training record; images are `[H, W, 3]` uint8 arrays."""
+    """One critic training record; images are `[H, W, 3]` uint8 arrays. `text_to_image`: the
+    step renders from nothing (its re-render takes no reference), not an edit of
+    `origin_image`."""
 
     origin_prompt: str
     rewritten_prompt: str
     origin_image: np.ndarray
     edited_image: np.ndarray
     evaluation: Evaluation
+    text_to_image: bool
 
     def __post_init__(self) -> None:
         for name in ("origin_prompt", "rewritten_prompt"):
@@ -89,6 +102,11 @@ class CriticSample:
             raise TypeError(
                 f"evaluation must be an Evaluation, got {type(self.evaluation).__name__}"
             )
+        if not isinstance(self.text_to_image, (bool, np.bool_)):
+            raise TypeError(
+                f"text_to_image must be a bool, got {type(self.text_to_image).__name__}"
+            )
+        object.__setattr__(self, "text_to_image", bool(self.text_to_image))
 
     def to_json_dict(self, images: str | os.PathLike[str] | ImageStore) -> dict[str, Any]:
         """A JSON-ready dict; images go to `images` (a folder path or an ImageStore)."""
@@ -99,6 +117,7 @@ class CriticSample:
             "origin_image": store.put(self.origin_image),
             "edited_image": store.put(self.edited_image),
             "evaluation": self.evaluation.to_dict(),
+            TEXT_TO_IMAGE: self.text_to_image,
         }
 
     @classmethod
@@ -117,6 +136,7 @@ class CriticSample:
             "origin_image": {"bytes": encode_png(self.origin_image), "path": None},
             "edited_image": {"bytes": encode_png(self.edited_image), "path": None},
             "evaluation": self.evaluation.to_dict(),
+            TEXT_TO_IMAGE: self.text_to_image,
         }
 
     @classmethod
@@ -132,14 +152,34 @@ class CriticSample:
             if not isinstance(value, str):
                 raise RecordError(f"{where}.{name}: expected text, got {type(value).__name__}")
             prompts[name] = value
+        origin_image = image(require(data, "origin_image", where), f"{where}.origin_image")
+        if TEXT_TO_IMAGE in data:
+            text_to_image = data[TEXT_TO_IMAGE]
+            if not isinstance(text_to_image, (bool, np.bool_)):
+                raise RecordError(
+                    f"{where}.{TEXT_TO_IMAGE}: expected true or false, got {text_to_image!r}"
+                )
+        else:
+            text_to_image = legacy_text_to_image(origin_image)
         return cls(
             **prompts,
-            origin_image=image(require(data, "origin_image", where), f"{where}.origin_image"),
+            origin_image=origin_image,
             edited_image=image(require(data, "edited_image", where), f"{where}.edited_image"),
             evaluation=Evaluation.from_dict(
                 require(data, "evaluation", where), f"{where}.evaluation"
             ),
+            text_to_image=text_to_image,
         )
+
+
+def legacy_text_to_image(origin_image: np.ndarray) -> bool:
+    """`text_to_image` of a record written before the field existed: a white before-image.
+
+    Those files carry no other sign of it, and the data build wrote step 1's before-image as a
+    white canvas (DESIGN §1); it is the rule GRPO used on them, so old datasets train as they
+    did. An edit of an all-white image is misread as text-to-image: rebuild to record it.
+    """
+    return bool(origin_image.min() == 255)
 
 
 def critic_sample_features() -> datasets.Features:
@@ -157,5 +197,6 @@ def critic_sample_features() -> datasets.Features:
                 "quality": datasets.Value("float64"),
                 "success": datasets.Value("bool"),
             },
+            TEXT_TO_IMAGE: datasets.Value("bool"),
         }
     )

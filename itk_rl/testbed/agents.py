@@ -33,8 +33,7 @@ from itk_rl.formats import (
     format_planner_answer,
     load_template,
 )
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.validation import check_batch
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams, check_batch
 from itk_rl.testbed.edits import apply
 from itk_rl.testbed.judge import TestbedJudge
 from itk_rl.testbed.lexicon import FULL_LEXICON

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+import numpy as np
+
+from itk_rl.formats import Attempt
 from itk_rl.formats.images import white_canvas
 from itk_rl.formats.records import CriticSample, Evaluation
-from itk_rl.rollout.generator import ImageGenerator, RenderRequest
+from itk_rl.interfaces.generator import ImageGenerator, RenderRequest
 from itk_rl.testbed.judge import TestbedJudge
-from itk_rl.testbed.render import render
+from itk_rl.testbed.render import describe_image, render
 from itk_rl.testbed.tasks import TestbedTask
 
 
@@ -33,14 +36,21 @@ def critic_samples(
     for task_index, task in enumerate(tasks):
         before = white_canvas(image_size, image_size)
         for step_index, (step, scene) in enumerate(zip(task.plan.steps, task.scenes, strict=True)):
-            references = () if step_index == 0 else (before,)
+            text_to_image = step_index == 0
+            references = () if text_to_image else (before,)
             request_seed = seed + 1000 * task_index + step_index
             (after,) = generator([RenderRequest(step.prompt, references, seed=request_seed)])
-            score = judge.score(step.prompt, after, before if step_index else None)
+            score = judge.score(step.prompt, after, None if text_to_image else before)
             evaluation = Evaluation(
                 semantics=score.semantics,
                 quality=score.quality,
                 success=score.overall >= success_threshold,
             )
-            yield CriticSample(step.prompt, step.prompt, before, after, evaluation)
+            yield CriticSample(step.prompt, step.prompt, before, after, evaluation, text_to_image)
             before = render(scene, image_size)
+
+
+def scene_think(attempt: Attempt, before: np.ndarray, after: np.ndarray) -> str:
+    """The testbed critic's reasoning: the whole after-image described slot by slot, and its
+    smudge if any (`itk_rl.testbed.render.describe_image`)."""
+    return describe_image(after)

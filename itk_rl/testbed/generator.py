@@ -22,7 +22,7 @@ from itk_rl.testbed.render import DEFAULT_IMAGE_SIZE, add_smudge, decode, render
 from itk_rl.testbed.scene import NUM_SLOTS, Scene
 
 if TYPE_CHECKING:
-    from itk_rl.rollout.generator import RenderRequest
+    from itk_rl.interfaces.generator import RenderRequest
 
 _VALUES = {"colour": COLOURS, "shape": SHAPES, "size": SIZES}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from itk_rl.data.critic_records import save_critic_records
-from itk_rl.rollout.generator import ImageGenerator
+from itk_rl.interfaces.generator import ImageGenerator
 from itk_rl.testbed.critic_data import critic_samples
 from itk_rl.testbed.judge import TestbedJudge
 from itk_rl.testbed.tasks import TaskSampler, corpus

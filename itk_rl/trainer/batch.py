@@ -33,7 +33,7 @@ class TrainSample:
 
     `messages` use the transformers multimodal chat format with `{"type": "image"}`
     placeholders, filled in order from `images` (uint8 `[H, W, 3]` arrays), as in
-    `itk_rl.rollout.engine.ChatRequest`. `response_ids` are the sampled tokens (with the end
+    `itk_rl.interfaces.engine.ChatRequest`. `response_ids` are the sampled tokens (with the end
     token if one was sampled), `[response_len]`.
     """
 

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from itk_rl.formats.dtypes import check_dtype
 from itk_rl.trainer.grpo import LossSettings
 
 
@@ -66,6 +67,7 @@ class TrainerConfig:
         if "betas" in values:
             values["betas"] = tuple(values["betas"])
         made = cls(**values)
+        check_dtype(made.dtype, "trainer.dtype")
         if made.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"trainer.lr_schedule={made.lr_schedule!r}: expected constant|cosine")
         if made.lr_schedule == "cosine" and not made.total_steps:

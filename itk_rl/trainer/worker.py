@@ -24,6 +24,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, get_schedul
 from transformers.utils import logging as hf_logging
 from verl.trainer.ppo.core_algos import agg_loss
 
+from itk_rl.formats.dtypes import torch_dtype
 from itk_rl.trainer import checkpoint
 from itk_rl.trainer.batch import ModelBatch, TrainSample, build_batch, sequence_logprobs
 from itk_rl.trainer.config import TrainerConfig
@@ -100,7 +101,9 @@ class TrainerWorker:
     def _load(self, path: str, *, trainable: bool) -> nn.Module:
         """Load from `path`, freeze what must not train, shard; the reference never trains."""
         cfg = self.config
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, cfg.dtype))
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=torch_dtype(cfg.dtype, "trainer.dtype")
+        )
         model.to(self.device)
         if not trainable:
             model.requires_grad_(False)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 
-from itk_rl.data.critic_records import load_critic_records, save_critic_records
-from itk_rl.formats.images import RecordError
+from itk_rl.data.critic_records import (
+    critic_sft_features,
+    load_critic_records,
+    load_critic_sft_records,
+    save_critic_records,
+)
+from itk_rl.formats.images import RecordError, white_canvas
 from itk_rl.formats.records import CriticSample, Evaluation, critic_sample_features
 
 
@@ -17,7 +23,7 @@ def _sample(value: int, success: bool) -> CriticSample:
     rng = np.random.default_rng(value)
     before, after = (rng.integers(0, 256, (8, 12, 3), dtype=np.uint8) for _ in range(2))
     return CriticSample(
-        f"draw {value}", f"paint {value}", before, after, Evaluation(3, 7.5, success)
+        f"draw {value}", f"paint {value}", before, after, Evaluation(3, 7.5, success), value == 0
     )
 
 
@@ -33,6 +39,7 @@ def test_records_round_trip_pixel_for_pixel(tmp_path: Path) -> None:
         np.testing.assert_array_equal(back.origin_image, original.origin_image)
         np.testing.assert_array_equal(back.edited_image, original.edited_image)
         assert back.evaluation == original.evaluation
+        assert back.text_to_image == original.text_to_image
 
 
 def test_a_bad_row_is_named_with_its_field(tmp_path: Path) -> None:
@@ -51,3 +58,35 @@ def test_missing_file_and_missing_column_are_named(tmp_path: Path) -> None:
     datasets.Dataset.from_list([{"origin_prompt": "x"}]).to_parquet(str(path))
     with pytest.raises(RecordError, match=r"missing column.*edited_image"):
         load_critic_records(path)
+
+
+def test_a_file_written_before_text_to_image_loads_with_it_read_from_the_before_image(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What the build wrote before the column existed: step 1 from a white canvas, an edit from
+    # the previous step's image.
+    step_1 = _sample(0, False)
+    step_1 = CriticSample(
+        "draw", "draw", white_canvas(8, 12), step_1.edited_image, step_1.evaluation, True
+    )
+    step_2 = _sample(1, True)
+    rows = [{k: v for k, v in s.to_row().items() if k != "text_to_image"} for s in (step_1, step_2)]
+    for features, load in (
+        (critic_sample_features(), load_critic_records),
+        (critic_sft_features(), load_critic_sft_records),
+    ):
+        old = datasets.Features({k: v for k, v in features.items() if k != "text_to_image"})
+        path = tmp_path / f"old_{load.__name__}.parquet"
+        table = [{**row, "target": "<answer>"} for row in rows] if "target" in old else rows
+        datasets.Dataset.from_list(table, features=old).to_parquet(str(path))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="itk_rl.data.critic_records"):
+            loaded = load(path)
+        samples = [item[0] if isinstance(item, tuple) else item for item in loaded]
+        assert [s.text_to_image for s in samples] == [True, False]
+        np.testing.assert_array_equal(samples[1].origin_image, step_2.origin_image)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{path} predates the 'text_to_image' column: each row's is read from its "
+            "before-image (all white: text-to-image), which misreads an edit of a white image; "
+            "rebuild the data to record it"
+        ]

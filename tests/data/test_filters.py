@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,7 +23,7 @@ from itk_rl.data.filters import (
     score_variance,
 )
 from itk_rl.data.splits import SplitConfig, _balance, critic_candidates
-from itk_rl.formats import parse_critic_output
+from itk_rl.formats import Request, parse_critic_output
 
 CONFIG = FilterConfig(
     success_threshold=10.0, low_threshold=5.0, fall_tolerance=0.5, var_low=1.0, var_high=4.0
@@ -65,6 +66,15 @@ def test_each_rule_on_hand_made_trajectories(made_trajectory, think_fn):
     assert failed.origin_prompt == "prompt 1" and failed.rewritten_prompt == "prompt 1"
     assert np.array_equal(failed.origin_image, made.steps[0].final.image)
     assert failed.evaluation.semantics == pytest.approx(6.4) and not failed.evaluation.success
+    # Step 1 renders from nothing, step 2 edits step 1's image: the record says which.
+    assert first.text_to_image and not failed.text_to_image
+
+
+def test_step_1_of_a_request_with_an_image_is_an_edit_of_it(made_trajectory, think_fn):
+    photo = np.full((6, 6, 3), 255, dtype=np.uint8)  # white, yet an image to edit
+    made = replace(made_trajectory([10.0]), request=Request("edit my photo", (photo,)))
+    _, (first,) = critic_candidates("t", made, CONFIG, think_fn)
+    assert not first.sample.text_to_image and first.sample.origin_image is photo
 
 
 def test_sft_targets_use_the_successful_refinement(made_trajectory, think_fn):

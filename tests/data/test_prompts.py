@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from itk_rl.data.prompts import PromptBank, PromptSampler, expand_bank, load_bank
-from itk_rl.rollout.engine import Completion
+from itk_rl.interfaces.engine import Completion
 from itk_rl.testbed.agents import plan_request
 
 BANK = {

@@ -21,26 +21,29 @@ def _sample(seed: int, success: bool) -> CriticSample:
         origin_image=white_canvas(10, 14),
         edited_image=rng.integers(0, 256, (10, 14, 3), dtype=np.uint8),
         evaluation=Evaluation(semantics=3.5 + seed, quality=8, success=success),
+        text_to_image=seed % 2 == 0,
     )
 
 
 def _assert_same(a: CriticSample, b: CriticSample) -> None:
-    assert (a.origin_prompt, a.rewritten_prompt, a.evaluation) == (
+    assert (a.origin_prompt, a.rewritten_prompt, a.evaluation, a.text_to_image) == (
         b.origin_prompt,
         b.rewritten_prompt,
         b.evaluation,
+        b.text_to_image,
     )
     np.testing.assert_array_equal(a.origin_image, b.origin_image)
     np.testing.assert_array_equal(a.edited_image, b.edited_image)
 
 
-def test_fields_are_exactly_the_design_fields() -> None:
+def test_fields_are_the_design_fields_and_text_to_image() -> None:
     assert set(critic_sample_features()) == {
         "origin_prompt",
         "rewritten_prompt",
         "origin_image",
         "edited_image",
         "evaluation",
+        "text_to_image",
     }
     assert set(critic_sample_features()["evaluation"]) == {"semantics", "quality", "success"}
 
@@ -97,4 +100,28 @@ def test_evaluation_is_validated() -> None:
     with pytest.raises(TypeError, match=r"evaluation\.semantics must be a number"):
         Evaluation(True, 5.0, True)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"edited_image must be a uint8 array"):
-        CriticSample("a", "b", white_canvas(2, 2), np.zeros((2, 2, 3)), Evaluation(1, 1, False))
+        CriticSample(
+            "a", "b", white_canvas(2, 2), np.zeros((2, 2, 3)), Evaluation(1, 1, False), True
+        )
+
+
+def test_text_to_image_is_validated_and_named() -> None:
+    sample = _sample(0, True)
+    with pytest.raises(TypeError, match=r"text_to_image must be a bool, got str"):
+        CriticSample("a", "b", sample.origin_image, sample.edited_image, sample.evaluation, "yes")
+    row = sample.to_row()
+    row["text_to_image"] = None
+    with pytest.raises(RecordError, match=r"row 3\.text_to_image: expected true or false"):
+        CriticSample.from_row(row, where="row 3")
+
+
+def test_a_record_written_before_text_to_image_reads_it_from_a_white_before_image(
+    tmp_path: Path,
+) -> None:
+    # The data build wrote step 1's before-image as a white canvas and nothing else said so.
+    first, edit = _sample(0, False), _sample(1, True)
+    edit = CriticSample("a", "b", edit.edited_image, edit.edited_image, edit.evaluation, False)
+    for sample, expected in ((first, True), (edit, False)):
+        row = sample.to_json_dict(tmp_path)
+        del row["text_to_image"]
+        assert CriticSample.from_json_dict(row, tmp_path).text_to_image is expected

@@ -25,23 +25,37 @@ GROUPS = {
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
-def _defaults_groups(name: str) -> list[str]:
-    """Config groups a top-level recipe picks an option of in its defaults list."""
+def _defaults_entries(name: str) -> list[tuple[str, str]]:
+    """(group, package) of each config-group option a top-level recipe picks in its defaults
+    list: `- /generator@generator.component: testbed` gives ("generator",
+    "generator.component"), `- reward: critic` gives ("reward", "reward")."""
     raw = OmegaConf.load(str(RECIPES / f"{name}.yaml"))
-    groups = []
+    entries = []
     for entry in raw.get("defaults", []):
         if isinstance(entry, (dict, DictConfig)):
-            groups += [str(k).removeprefix("override ").split("@")[0].strip() for k in entry]
-    return groups
+            for key in entry:
+                spec = str(key).removeprefix("override ").strip().removeprefix("/")
+                group, _, package = spec.partition("@")
+                entries.append((group, package or group))
+    return entries
 
 
-def _cases() -> list[tuple[str, list[str]]]:
+def _cases() -> list[tuple[str, str, str, str]]:
+    """(recipe, group, package, option): each recipe as it is (group ""), and with every option
+    of every group it picks one of, at the package it puts that option in."""
     cases = []
     for name in TOP_LEVEL:
-        cases.append((name, []))
-        for group in _defaults_groups(name):
-            cases += [(name, [f"{group}={option}"]) for option in GROUPS.get(group, [])]
+        cases.append((name, "", "", ""))
+        for group, package in _defaults_entries(name):
+            cases += [(name, group, package, option) for option in GROUPS.get(group, [])]
     return cases
+
+
+def _case_id(case: tuple[str, str, str, str]) -> str:
+    name, group, package, option = case
+    if not group:
+        return name
+    return f"{name}-{group}@{package}={option}" if package != group else f"{name}-{group}={option}"
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +113,47 @@ def test_the_generate_recipes_exist():
     assert {"none", "testbed_oracle", "interleavethinker_8b"} <= set(GROUPS["critic"])
 
 
-@pytest.mark.parametrize(("name", "overrides"), _cases(), ids=lambda v: str(v))
-def test_recipe_composes_and_targets_match_constructors(hydra_recipes, name, overrides):
-    cfg = _compose(name, overrides)
+def test_every_defaults_entry_picks_from_a_config_group() -> None:
+    # An entry whose group is not a folder of recipes/ would have no options to compose.
+    for name in TOP_LEVEL:
+        for group, _ in _defaults_entries(name):
+            assert group in GROUPS, f"{name}.yaml: defaults entry {group!r} is no config group"
+
+
+@pytest.mark.parametrize("case", _cases(), ids=_case_id)
+def test_recipe_composes_and_targets_match_constructors(hydra_recipes, case):
+    name, group, package, option = case
+    key = group if package == group else f"{group}@{package}"
+    cfg = _compose(name, [f"{key}={option}"] if group else [])
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert _check_targets(plain, name) >= 1
+    if group:
+        # The option lands where the defaults list puts it (an option written for another
+        # place, such as a `@package _global_` one, would land beside it, not in it).
+        raw = OmegaConf.load(str(RECIPES / group / f"{option}.yaml"))
+        if "_target_" in raw:
+            placed = OmegaConf.select(cfg, package)
+            assert placed is not None and placed.get("_target_") == raw._target_, (
+                f"{name}: {group}={option} did not land at {package}"
+            )
+
+
+def _actor_groups(node: Any, path: str) -> list[tuple[str, dict]]:
+    """Every node that reserves resources for actors (num_cpus / num_gpus) under `node`, but the
+    trainer: its ranks are one FSDP group sized by `trainer.world_size` (TrainerConfig)."""
+    if not isinstance(node, dict) or path == "trainer":
+        return []
+    found = [(path, node)] if {"num_cpus", "num_gpus"} & set(node) else []
+    children = (_actor_groups(v, f"{path}.{k}".lstrip(".")) for k, v in node.items())
+    return found + [group for child in children for group in child]
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_every_actor_group_has_one_shape(hydra_recipes, name):
+    # Rollout, generator, judge, teachers, the SFT check: what each actor builds under
+    # `component`, beside how many actors and what each reserves.
+    plain = OmegaConf.to_container(_compose(name, []), resolve=True)
+    for path, group in _actor_groups(plain, ""):
+        missing = {"component", "num_actors", "num_cpus", "num_gpus"} - set(group)
+        assert not missing, f"{name}: actor group {path} lacks {sorted(missing)}"
+        assert "_target_" in group["component"], f"{name}: {path}.component has no _target_"

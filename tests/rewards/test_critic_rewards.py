@@ -16,10 +16,10 @@ from itk_rl.formats import (
 )
 from itk_rl.formats.score import JudgeScore
 from itk_rl.rewards.critic import (
+    CriticReward,
     RewardInputs,
     RewardOutput,
     accuracy_reward,
-    critic_reward,
     format_reward,
     needs_render,
     refined_prompt_to_render,
@@ -36,6 +36,7 @@ def sample(success: bool, semantics: float = 4.0, quality: float = 8.0) -> Criti
         origin_image=IMAGE,
         edited_image=IMAGE,
         evaluation=Evaluation(semantics, quality, success),
+        text_to_image=True,
     )
 
 
@@ -111,7 +112,7 @@ def inputs(text: str, s: CriticSample, rerender: JudgeScore | None) -> RewardInp
 def test_overall_at_defaults_matches_the_paper() -> None:
     # format 1, accuracy 1, SC 4→10 (sem 0.8), PQ 8→6 (qual 0.4):
     # 0.5·1 + 0.5·(0.2·1 + 0.6·0.8 + 0.2·0.4) = 0.5 + 0.5·0.76 = 0.88
-    out = critic_reward(inputs(response(False, "red circle"), sample(False), JudgeScore(10, 6)))
+    out = CriticReward()(inputs(response(False, "red circle"), sample(False), JudgeScore(10, 6)))
     assert isinstance(out, RewardOutput)
     assert out.total == pytest.approx(0.88)
     assert out.components == pytest.approx(
@@ -121,14 +122,14 @@ def test_overall_at_defaults_matches_the_paper() -> None:
 
 def test_overall_for_a_wrong_verdict_on_a_success_label() -> None:
     # format 1, accuracy 0, sem = qual = 0.5: 0.5 + 0.5·(0 + 0.6·0.5 + 0.2·0.5) = 0.7
-    out = critic_reward(inputs(response(False, "x"), sample(True), None))
+    out = CriticReward()(inputs(response(False, "x"), sample(True), None))
     assert out.total == pytest.approx(0.7)
 
 
 def test_overall_for_an_unreadable_response() -> None:
     # format 0, accuracy 0, refinement falls back; SC 4→2 (0.4), PQ 8→8 (0.5):
     # 0.5·(0.6·0.4 + 0.2·0.5) = 0.17
-    out = critic_reward(inputs("I think it failed", sample(False), JudgeScore(2, 8)))
+    out = CriticReward()(inputs("I think it failed", sample(False), JudgeScore(2, 8)))
     assert (out.components["format"], out.components["accuracy"]) == (0.0, 0.0)
     assert out.total == pytest.approx(0.17)
 
@@ -136,20 +137,18 @@ def test_overall_for_an_unreadable_response() -> None:
 def test_weights_are_parameters() -> None:
     x = inputs(response(False, "x"), sample(False), JudgeScore(10, 6))  # f 1, acc 1, .8, .4
     # Verdict-only: alpha = 1 ignores the step-wise term and needs no render.
-    verdict_only = critic_reward(inputs(response(True), sample(False), None), alpha=1.0)
+    verdict_only = CriticReward(alpha=1.0)(inputs(response(True), sample(False), None))
     assert verdict_only.total == pytest.approx(0.5)
     assert set(verdict_only.components) == {"format", "accuracy"}
     # 0.2·1 + 0.8·(0.2·1 + 0.8·(0.5·0.8 + 0.5·0.4)) = 0.2 + 0.8·0.68 = 0.744
-    out = critic_reward(x, format_weight=0.2, alpha=0.2, sem_share=0.5)
+    out = CriticReward(format_weight=0.2, alpha=0.2, sem_share=0.5)(x)
     assert out.total == pytest.approx(0.744)
     with pytest.raises(ValueError, match="alpha must be within"):
-        critic_reward(x, alpha=1.5)
+        CriticReward(alpha=1.5)
 
 
-def test_hydra_partial_selects_the_reward() -> None:
+def test_hydra_selects_the_reward() -> None:
     from hydra.utils import instantiate
 
-    reward = instantiate(
-        {"_target_": "itk_rl.rewards.critic.critic_reward", "_partial_": True, "alpha": 1.0}
-    )
+    reward = instantiate({"_target_": "itk_rl.rewards.critic.CriticReward", "alpha": 1.0})
     assert reward(inputs(response(False), sample(False), None)).total == pytest.approx(1.0)

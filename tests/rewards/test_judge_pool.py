@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.rewards.judge_pool import JudgePool
-from itk_rl.rollout.generator import RenderRequest
 from itk_rl.testbed import TestbedGenerator, TestbedJudge
 from itk_rl.testbed.render import render
 from itk_rl.testbed.scene import Scene, ShapeObject

@@ -11,8 +11,9 @@ import pytest
 
 from itk_rl.formats.score import JudgeScore
 from itk_rl.formats.templates import load_template
-from itk_rl.rewards.judges import Judge, VLMJudge, parse_judge_answer
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.interfaces.judge import Judge
+from itk_rl.rewards.judges import VLMJudge, parse_judge_answer
 from itk_rl.testbed.judge import TestbedJudge
 from itk_rl.testbed.render import render
 from itk_rl.testbed.scene import Scene, ShapeObject

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.rollout.diffusers_generator import DiffusersGenerator
-from itk_rl.rollout.generator import RenderRequest
 from itk_rl.tiny import TINY_KLEIN_CALL_KWARGS, build_tokenizer
 
 H, W = 64, 96  # not square, so height and width cannot be swapped unnoticed

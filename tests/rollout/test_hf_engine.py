@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
 from itk_rl.rollout.hf_engine import TransformersEngine, _Sampler, _top_p
 
 FAMILIES = ["qwen2_5_vl", "qwen3_vl"]

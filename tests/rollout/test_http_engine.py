@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from itk_rl.rollout.engine import ChatRequest, SamplingParams
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams
 from itk_rl.rollout.http_engine import EngineHTTPError, OpenAIChatEngine
 
 KEY = "sk-test-5e3f9a1c0d7b"

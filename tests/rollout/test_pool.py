@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import ray
 
-from itk_rl.rollout.generator import RenderRequest
+from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.rollout.pool import GeneratorPool, request_key
 from itk_rl.testbed import TestbedGenerator
 from itk_rl.testbed.render import render

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
 from itk_rl.rollout.vllm_engine import (
     VLLMEngine,
     WeightSyncExtension,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import ray
 
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
 from itk_rl.rollout.workers import RolloutWorkers, shard_bounds
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -61,7 +61,7 @@ def fields(completions: list[list[Completion]]) -> list[list[list[str]]]:
 def make_workers(**overrides: Any) -> RolloutWorkers:
     options = {
         "engine_config": {"_target_": ScriptedEngine},
-        "num_workers": 2,
+        "num_actors": 2,
         "num_cpus": 0.5,
         "num_gpus": 0,
         "max_restarts": 0,

@@ -11,8 +11,8 @@ from itk_rl.formats import (
     parse_planner_output,
     white_canvas,
 )
-from itk_rl.rollout.engine import ChatRequest, SamplingParams
-from itk_rl.rollout.generator import RenderRequest
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams
+from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.testbed import (
     Scene,
     ShapeObject,

@@ -24,6 +24,7 @@ def test_labels_follow_the_vocabulary_gap_and_steps_start_from_the_true_scene() 
             if CORE_LEXICON.is_core_text(step.prompt):
                 assert sample.evaluation.success
             expected_before = task.scenes[step_index - 1] if step_index else None
+            assert sample.text_to_image == (expected_before is None)
             if expected_before is None:
                 assert (sample.origin_image == 255).all()
             else:

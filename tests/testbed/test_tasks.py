@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from itk_rl.rollout.generator import RenderRequest
+from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.testbed.edits import Add, apply
 from itk_rl.testbed.generator import TestbedGenerator
 from itk_rl.testbed.judge import TestbedJudge

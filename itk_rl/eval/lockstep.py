@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams, VLMEngine
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams, VLMEngine
 
 
 class LockstepEngine:

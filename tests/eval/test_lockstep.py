@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from itk_rl.rollout.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.lockstep import LockstepEngine
+from itk_rl.eval.lockstep import LockstepEngine
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
 
 GREEDY = SamplingParams(max_new_tokens=4, temperature=0.0)
 

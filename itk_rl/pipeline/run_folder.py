@@ -1,6 +1,6 @@
 """A run folder, written as the run goes: an interrupted run keeps every finished step.
 
-    RUN/index.html          the interleaved result (`itk_rl.page`), with the run's status
+    RUN/index.html          the interleaved result (`itk_rl.pipeline.page`), with the run's status
     RUN/trajectory.json     `Trajectory.to_json_dict("images")`: load with
                             `Trajectory.from_json_dict(json.load(f), RUN / "images")`
     RUN/run.json            status: {"state": running|finished|stopped, "message", "step", …}
@@ -15,36 +15,23 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from itk_rl.formats import Request, Trajectory
+from itk_rl.formats.files import write_atomic
 from itk_rl.formats.images import ImageFolder
-from itk_rl.page import FINISHED, RUNNING, STOPPED, RunStatus, render_page
-from itk_rl.pipeline import (
+from itk_rl.pipeline.loop import (
     InterleavePipeline,
     PipelineError,
     PlannerOutputError,
     Progress,
     StepFailedError,
 )
+from itk_rl.pipeline.page import FINISHED, RUNNING, STOPPED, RunStatus, render_page
 
 PAGE, TRAJECTORY, STATUS, IMAGES = "index.html", "trajectory.json", "run.json", "images"
 PLANNER_OUTPUT = "planner_output.txt"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_status(folder: str | os.PathLike[str]) -> RunStatus | None:

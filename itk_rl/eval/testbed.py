@@ -44,8 +44,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
-from itk_rl.eval_metrics import (
+from itk_rl.eval.lockstep import LockstepEngine
+from itk_rl.eval.metrics import (
     AttemptOutcome,
     EvalResult,
     StepOutcome,
@@ -54,12 +57,11 @@ from itk_rl.eval_metrics import (
     summarise,
 )
 from itk_rl.formats import Attempt, Request, StepRecord, Trajectory
-from itk_rl.output import RunFolder
-from itk_rl.page import FINISHED, STOPPED, RunStatus
-from itk_rl.pipeline import Agent, InterleavePipeline, PipelineError, seed_for
-from itk_rl.rollout.engine import SamplingParams
-from itk_rl.rollout.generator import ImageGenerator
-from itk_rl.rollout.lockstep import LockstepEngine
+from itk_rl.interfaces.engine import SamplingParams
+from itk_rl.interfaces.generator import ImageGenerator
+from itk_rl.pipeline.loop import Agent, InterleavePipeline, PipelineError, seed_for
+from itk_rl.pipeline.page import FINISHED, STOPPED, RunStatus
+from itk_rl.pipeline.run_folder import RunFolder
 from itk_rl.testbed import TaskSampler, TestbedJudge, TestbedTask, decode
 from itk_rl.testbed.agents import TestbedOracleCritic, TestbedScriptedPlanner
 from itk_rl.testbed.render import describe_image
@@ -176,6 +178,42 @@ def checkpoint_critic(
     engine = TransformersEngine(str(path), device=device, max_batch_size=max_batch_size)
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     return Agent(engine, "critic_testbed", sampling)
+
+
+def heldout_systems(
+    cfg: DictConfig,
+    sft: str | Path | None,
+    grpo: str | Path | None,
+    *,
+    oracle: bool = True,
+    max_attempts: int = 3,
+    device: str = "cpu",
+) -> tuple[dict[str, SystemSpec], ImageGenerator]:
+    """The systems the held-out evaluation compares, in order, and the world it renders them in,
+    from `cfg`, the demo recipe composed (`recipes/demo.yaml`: `evaluation.generator`, its
+    `world`, and `evaluation.concurrent_tasks`, which the critics' batches must cover).
+
+    The main job (`itk_rl.demo`) and `benchmarks/testbed_eval.py` both build them here, so a
+    benchmark of the job's checkpoints measures the job's world unless an override says
+    otherwise. The baseline comes first; the GRPO critic is also compared with the SFT critic;
+    a critic whose checkpoint is None is left out, and so is the oracle when `oracle` is False.
+    """
+    batch = cfg.evaluation.concurrent_tasks
+    systems = {"generator_alone": SystemSpec(None, "the plan rendered once per step, no critic")}
+    if sft is not None:
+        critic = checkpoint_critic(sft, device, max_batch_size=batch)
+        systems["sft_critic"] = SystemSpec(critic, "critic after SFT", max_attempts)
+    if grpo is not None:
+        critic = checkpoint_critic(grpo, device, max_batch_size=batch)
+        versus = "sft_critic" if sft is not None else None
+        systems["grpo_critic"] = SystemSpec(
+            critic, "critic after SFT + GRPO", max_attempts, compare_with=versus
+        )
+    if oracle:
+        systems["oracle_critic"] = SystemSpec(
+            oracle_critic(), "oracle critic (exact judge): upper bound", max_attempts
+        )
+    return systems, instantiate(cfg.evaluation.generator)
 
 
 # --- running -----------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 
 from itk_rl.formats import Request, Trajectory, format_critic_answer
 from itk_rl.formats.critic import CriticVerdict
-from itk_rl.output import RunFolder, read_status, run_into_folder
-from itk_rl.pipeline import (
+from itk_rl.interfaces.engine import Completion
+from itk_rl.pipeline.loop import (
     CRITIC,
     Agent,
     InterleavePipeline,
@@ -19,7 +19,7 @@ from itk_rl.pipeline import (
     StepFailedError,
     seed_for,
 )
-from itk_rl.rollout.engine import Completion
+from itk_rl.pipeline.run_folder import RunFolder, read_status, run_into_folder
 from itk_rl.testbed import TaskSampler, TestbedGenerator, TestbedJudge
 from itk_rl.testbed.agents import TestbedOracleCritic, TestbedScriptedPlanner
 

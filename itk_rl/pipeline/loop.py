@@ -53,8 +53,8 @@ from itk_rl.formats import (
 )
 from itk_rl.formats.envelope import failure
 from itk_rl.formats.images import check_image
-from itk_rl.rollout.engine import ChatRequest, SamplingParams, VLMEngine
-from itk_rl.rollout.generator import ImageGenerator, RenderRequest
+from itk_rl.interfaces.engine import ChatRequest, SamplingParams, VLMEngine
+from itk_rl.interfaces.generator import ImageGenerator, RenderRequest
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """The evaluation's outcomes and metrics: per-attempt/step/task outcomes, the metric ratios,
 a task-level bootstrap for their confidence intervals, and the per-system summary.
 
-Definitions of every metric are in `itk_rl.evaluate`'s module docstring.
+Definitions of every metric are in `itk_rl.eval.testbed`'s module docstring.
 """
 
 from __future__ import annotations

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import pyarrow.parquet
 import pytest
 
-from itk_rl.data.build import DATASETS, run
+from itk_rl.build_data import DATASETS, run
 from itk_rl.data.critic_records import load_critic_records, load_critic_sft_records
 from itk_rl.data.planner_records import load_planner_pairs
 from itk_rl.formats import parse_critic_output, parse_planner_output
-from itk_rl.recipes_compose import compose_recipe
+from itk_rl.job import compose_recipe
 
 COUNT = 12
 
@@ -38,13 +40,16 @@ def rows(out: Path) -> dict[str, list]:
 
 
 @pytest.fixture(scope="module")
-def full_build(ray_local, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("full")
-    return out, build(out)
+def full_build(ray_local, tmp_path_factory) -> tuple[Path, dict, str]:
+    """The build's folder, its summary and what it printed (progress goes to stdout)."""
+    out, console = tmp_path_factory.mktemp("full"), io.StringIO()
+    with contextlib.redirect_stdout(console):
+        summary = build(out)
+    return out, summary, console.getvalue()
 
 
 def test_the_testbed_build_writes_three_datasets_and_a_report(full_build):
-    out, summary = full_build
+    out, summary, _ = full_build
     counts = summary["counts"]
     assert summary["status"] == "complete"
     assert counts["teacher"]["finished"] == COUNT and counts["teacher"]["failed"] == 0
@@ -80,8 +85,17 @@ def test_the_testbed_build_writes_three_datasets_and_a_report(full_build):
     assert len(list((out / "trajectories").iterdir())) == COUNT
 
 
+def test_the_build_reports_progress_in_summary_lines_not_one_per_prompt(full_build):
+    *_, console = full_build
+    progress = [line for line in console.splitlines() if "teacher trajectories" in line]
+    assert len(progress) < COUNT
+    assert progress[-1].startswith(
+        f"[build] teacher trajectories: {COUNT}/{COUNT} (100 %), 0 failed"
+    )
+
+
 def test_a_resumed_build_equals_an_uninterrupted_one(full_build, tmp_path):
-    full, _ = full_build
+    full, _, _ = full_build
     first = build(tmp_path, "max_new_trajectories=5")
     assert first["status"].startswith("partial") and first["this_run"]["new"] == 5
     assert first["counts"]["teacher"]["pending"] == COUNT - 5
@@ -99,7 +113,7 @@ def test_a_resumed_build_equals_an_uninterrupted_one(full_build, tmp_path):
 
 
 def test_a_rerun_with_other_prompts_is_refused(full_build):
-    out, _ = full_build
+    out, _, _ = full_build
     with pytest.raises(ValueError, match="prompt 000000 differs"):
         build(out, "prompts.seed=7")
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from itk_rl.eval_metrics import Estimate, EvalResult, SystemResult
-from itk_rl.output import write_atomic
+from itk_rl.eval.metrics import Estimate, EvalResult, SystemResult
+from itk_rl.formats.files import write_atomic
 
 REPORT = "report"
 SHOWN = (

@@ -1,4 +1,4 @@
-"""The data build: `python -m itk_rl.data.build --config-name data_testbed [overrides]`.
+"""The data build: `python -m itk_rl.build_data --config-name data_testbed [overrides]`.
 
 Phases, each a function below: prompts (bank → prompts, pinned in OUT) → teacher trajectories
 and judge scores (Ray actors; resumable) → filters and splits → datasets → report.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from itk_rl.data.critic_records import save_critic_records, save_critic_sft_records
 from itk_rl.data.filters import FilterConfig
@@ -43,14 +43,12 @@ from itk_rl.data.teacher import (
     run_teachers,
 )
 from itk_rl.formats import Trajectory
-from itk_rl.output import write_atomic
+from itk_rl.formats.files import write_atomic
+from itk_rl.job import plain
+from itk_rl.metrics import ProgressReport
 
 BANK, PROMPTS, BUILD = "bank.json", "prompts.jsonl", "build.json"
 DATASETS = ("critic_sft", "critic_rl", "planner_sft")
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
 def prepare_prompts(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> list[Prompt]:
@@ -107,24 +105,34 @@ def run_teacher_phase(
 
     from itk_rl.rewards.judge_pool import JudgePool
 
-    if all(store.is_done(p.id, cfg.retry_failed) for p in prompts):
+    todo = sum(not store.is_done(p.id, cfg.retry_failed) for p in prompts)
+    if todo == 0:
         return TeacherReport(skipped=len(prompts))
+    if cfg.max_new_trajectories is not None:
+        todo = min(todo, cfg.max_new_trajectories)
+    progress = ProgressReport(todo, "[build] teacher trajectories")
     started = not ray.is_initialized()
     if started:
         ray.init(include_dashboard=False, logging_level="WARNING")
-    teacher = {
-        "_target_": "itk_rl.data.teacher.Teacher",
-        **{key: _plain(cfg.get(key)) for key in ("pipeline", "generator", "planner", "critic")},
-    }
+    # Actor groups: `component` (what each actor builds) beside the pool's settings.
+    teacher_group, judge_group = plain(cfg.teachers), plain(cfg.judge)
     try:
         with (
-            TeacherPool(teacher, **_plain(cfg.teacher_actors)) as teachers,
-            JudgePool(_plain(cfg.judge), **_plain(cfg.judge_actors)) as judges,
+            TeacherPool(teacher_group.pop("component"), **teacher_group) as teachers,
+            JudgePool(judge_group.pop("component"), **judge_group) as judges,
         ):
             return run_teachers(
-                prompts, store, teachers, judges, cfg.max_new_trajectories, cfg.retry_failed, log
+                prompts,
+                store,
+                teachers,
+                judges,
+                cfg.max_new_trajectories,
+                cfg.retry_failed,
+                log,
+                progress.advance,
             )
     finally:
+        progress.close()
         if started:
             ray.shutdown()
 
@@ -199,8 +207,8 @@ def run(cfg: DictConfig, recipe: str = "data_testbed", log: Callable[[str], None
     start = time.perf_counter()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    filters = FilterConfig(**_plain(cfg.filters))
-    splits = SplitConfig(**_plain(cfg.splits))
+    filters = FilterConfig(**plain(cfg.filters))
+    splits = SplitConfig(**plain(cfg.splits))
     think = instantiate(cfg.think)
     prompts = prepare_prompts(cfg, out, log)
     store = TrajectoryStore(out / "trajectories")
@@ -229,7 +237,7 @@ def run(cfg: DictConfig, recipe: str = "data_testbed", log: Callable[[str], None
             "splits": {name: side.counts for name, side in sides.items()},
         },
         "datasets": paths,
-        "config": _plain(cfg),
+        "config": plain(cfg),
     }
     report = write_report(out, summary, sides, filters, cfg.report_examples)
     summary["report"] = str(report.relative_to(out))

@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from itk_rl.eval_metrics import COMPARISON_METRICS, METRICS, EvalResult, bootstrap_ratio
-from itk_rl.evaluate import (
+from itk_rl.eval.metrics import COMPARISON_METRICS, METRICS, EvalResult, bootstrap_ratio
+from itk_rl.eval.report import write_report
+from itk_rl.eval.testbed import (
     HELDOUT_SEED,
     SystemSpec,
     _sees_right,
@@ -31,7 +32,6 @@ from itk_rl.evaluate import (
     run_pipelines,
 )
 from itk_rl.formats import Attempt, Trajectory, parse_critic_output
-from itk_rl.report import write_report
 from itk_rl.testbed import TaskSampler, TestbedGenerator, TestbedJudge
 from itk_rl.testbed.render import ARTIFACT_NOTE, add_smudge, render
 from itk_rl.testbed.scene import Scene, ShapeObject, describe

@@ -19,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from itk_rl.formats import Request, Trajectory
-from itk_rl.output import RunFolder, read_status, run_into_folder
-from itk_rl.page import FINISHED
-from itk_rl.pipeline import InterleavePipeline, PipelineError
-from itk_rl.recipes_compose import RecipeError, compose_recipe
+from itk_rl.job import RecipeError, compose_recipe
+from itk_rl.pipeline.loop import InterleavePipeline, PipelineError
+from itk_rl.pipeline.page import FINISHED
+from itk_rl.pipeline.run_folder import RunFolder, read_status, run_into_folder
 
 DEFAULT_RECIPE = "generate_testbed"
 AGENTS = ("planner", "critic")

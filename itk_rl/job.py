@@ -1,0 +1,163 @@
+"""What every driver shares: composing recipes, joining Ray, checking resources, resuming.
+
+The drivers (`train`, `sft`, `build_data`, `demo`, `itk generate`) stay readable top to bottom;
+the plumbing they have in common lives here once: a recipe composed from Python, the config as
+plain containers for Ray, the cluster check before any actor starts, checkpoints with the
+sampler and RNG states, and the metrics log (`metrics.jsonl` beside TensorBoard) trimmed on
+resume.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import ray
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from itk_rl.formats.files import write_atomic
+
+if TYPE_CHECKING:
+    from itk_rl.data.sampler import BatchSampler
+    from itk_rl.metrics import MetricsLog
+    from itk_rl.trainer.group import TrainerGroup
+
+RECIPES_MODULE = "itk_rl.recipes"
+CHECKPOINT_PREFIX = "step_"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be composed or used; the message names the recipe or key."""
+
+
+def compose_recipe(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The recipe `name` from `itk_rl.recipes` with Hydra `overrides` applied.
+
+    Works outside a Hydra app and inside one (a driver composing the recipe of a stage).
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose(config_name=name, overrides=list(overrides))
+        with initialize_config_module(config_module=RECIPES_MODULE, version_base="1.3"):
+            return compose(config_name=name, overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise RecipeError(f"recipe {name!r} with overrides {list(overrides)}: {exc}") from exc
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain containers: the only form that crosses a Ray boundary."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def connect_ray(cluster: DictConfig) -> None:
+    """Join the cluster this process was submitted to, else start a local one."""
+    if not ray.is_initialized():
+        ray.init(**plain(cluster.init))
+
+
+def check_resources(groups: Mapping[str, tuple[int, Any]]) -> None:
+    """Fail at once, naming each group's demand, when the `groups` (name → (actor count, node
+    with num_cpus/num_gpus)) cannot all be placed together (Ray would otherwise wait forever
+    for resources that never come)."""
+    available = ray.cluster_resources()
+    for resource, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
+        demand = {name: count * node[key] for name, (count, node) in groups.items()}
+        total, have = sum(demand.values()), available.get(resource, 0.0)
+        if total > have + 1e-9:
+            parts = ", ".join(f"{name} {value:g}" for name, value in demand.items())
+            raise RuntimeError(
+                f"the recipe asks for {total:g} {resource} ({parts}) but the Ray cluster has "
+                f"{have:g}; lower the groups' {key} or counts, or add nodes"
+            )
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint (the trainer renames a checkpoint into place when whole)."""
+    found = sorted(directory.glob(f"{CHECKPOINT_PREFIX}*"))
+    return found[-1] if found else None
+
+
+def resume_from(cfg: DictConfig, checkpoints: Path) -> Path | None:
+    """`resume`: auto (latest, if any), never, or a checkpoint path."""
+    if cfg.resume == "never":
+        return None
+    if cfg.resume == "auto":
+        return latest_checkpoint(checkpoints)
+    path = Path(cfg.resume)
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint folder there")
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_step(trainer: TrainerGroup, checkpoints: Path, step: int, sampler: BatchSampler) -> None:
+    """Checkpoint after `step`: the trainer's state, plus the sampler and RNG states."""
+    extra = {"step": step, "sampler": sampler.state(), "rng": rng_state()}
+    trainer.save_checkpoint(str(checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"), extra)
+
+
+def load_step(trainer: TrainerGroup, checkpoint: Path, sampler: BatchSampler) -> int:
+    """Restore what `save_step` saved; returns the step the checkpoint was taken after."""
+    extra = trainer.load_checkpoint(str(checkpoint))
+    sampler.load_state(extra["sampler"])
+    set_rng_state(extra["rng"])
+    return extra["step"]
+
+
+def record(out: Path, log: MetricsLog, step: int, metrics: dict[str, float]) -> None:
+    """Log one step's metrics to TensorBoard and append them to `out/metrics.jsonl`."""
+    log.scalars(step, metrics)
+    with (out / "metrics.jsonl").open("a") as handle:
+        handle.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Keep only the records of steps up to `last_step` (a resumed run redoes the rest).
+
+    A run killed while appending leaves a torn last line: it is dropped, as the report's reader
+    skips it. A line that does not read in the middle of the file cannot come from a kill
+    (records are appended one after another), so it raises ValueError naming the file and line
+    rather than silently losing the records around it. The file is rewritten atomically and
+    every kept line ends in a newline, so the next append starts a line of its own.
+    """
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, TypeError, KeyError) as error:
+            if number == len(lines):
+                break  # torn by a kill mid-write
+            raise ValueError(
+                f"{path} line {number} of {len(lines)}: not a metrics record with a step "
+                f"({error}); only the last line can be torn by a killed run, so the file is "
+                "corrupt: repair or delete it before resuming"
+            ) from error
+        if step <= last_step:
+            kept.append(line + "\n")
+    write_atomic(path, "".join(kept))
