@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import ray
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from itk_rl.formats.files import write_atomic
+from itk_rl.metrics import MetricsLog
 
 if TYPE_CHECKING:
     from itk_rl.data.sampler import BatchSampler
-    from itk_rl.metrics import MetricsLog
     from itk_rl.trainer.group import TrainerGroup
 
 RECIPES_MODULE = "itk_rl.recipes"
@@ -97,6 +99,35 @@ def resume_from(cfg: DictConfig, checkpoints: Path) -> Path | None:
     if not path.is_dir():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no checkpoint folder there")
     return path
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """Create `output_dir`, write the resolved recipe there (`config.yaml`, what this run was
+    asked to do) and build the recipe's `prepare` inputs; returns the output folder."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.prepare is not None:
+        instantiate(cfg.prepare)
+    return out
+
+
+def open_metrics(out: Path, start: int) -> MetricsLog:
+    """The metrics log of a run that continues after step `start`: the steps logged after the
+    checkpoint are redone, so their TensorBoard events and `metrics.jsonl` lines go first."""
+    log = MetricsLog(out / "tensorboard", purge_step=start + 1)
+    trim_metrics(out / "metrics.jsonl", start)
+    return log
+
+
+def export_final(trainer: TrainerGroup, out: Path) -> Path:
+    """Export the trained weights with `save_pretrained` to `out/final`, replacing a previous
+    export (a resumed run's earlier export is of older weights)."""
+    final = out / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    trainer.export(str(final))
+    return final
 
 
 def rng_state() -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from itk_rl.data.critic_records import load_critic_sft_records
@@ -39,14 +38,16 @@ from itk_rl.job import (
     check_resources,
     compose_recipe,
     connect_ray,
+    export_final,
     load_step,
+    open_metrics,
     plain,
     record,
     resume_from,
     save_step,
-    trim_metrics,
+    start_run,
 )
-from itk_rl.metrics import MetricsLog, progress_line
+from itk_rl.metrics import progress_line
 from itk_rl.rollout.workers import RolloutWorkers
 from itk_rl.tiny import TinyVLMConfig, build_tiny_models
 from itk_rl.trainer.batch import TrainSample, response_ids_from_text
@@ -233,12 +234,8 @@ def generation_check(cfg: DictConfig, final: Path, eval_set: list[SftExample]) -
 def sft(cfg: DictConfig) -> Path:
     """Run the recipe; returns the folder of the exported final weights."""
     # --- setup ---
-    out = Path(cfg.output_dir)
+    out = start_run(cfg)
     checkpoints = out / "checkpoints"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    if cfg.prepare is not None:
-        instantiate(cfg.prepare)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     train_set, eval_set = load_examples(cfg, tokenizer)
     held_out = [e.sample for e in eval_set]
@@ -255,8 +252,7 @@ def sft(cfg: DictConfig) -> Path:
         if checkpoint is not None:
             start = load_step(trainer, checkpoint, sampler)
             print(f"[sft] resumed from {checkpoint} at step {start}")
-        log = MetricsLog(out / "tensorboard", purge_step=start + 1)
-        trim_metrics(out / "metrics.jsonl", start)
+        log = open_metrics(out, start)
         if start == 0:  # the starting point of the held-out loss
             record(out, log, 0, trainer.sft_eval_loss(held_out))
         # --- loop ---
@@ -271,9 +267,7 @@ def sft(cfg: DictConfig) -> Path:
             if step % cfg.checkpoint_every == 0 or step == last:
                 save_step(trainer, checkpoints, step, sampler)
         # --- cleanup ---
-        if final.exists():
-            shutil.rmtree(final)
-        trainer.export(str(final))
+        final = export_final(trainer, out)
         trainer.shutdown()  # frees the trainer's devices for the check
         trainer = None
         if cfg.check.num_prompts:

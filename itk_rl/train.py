@@ -7,13 +7,12 @@ bottom: setup (data, actors, resume) → loop of `critic_grpo.grpo_step` → cle
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from itk_rl.critic_grpo import StepSettings, grpo_step, sync_weights
 from itk_rl.data.critic_records import load_critic_records
@@ -25,14 +24,16 @@ from itk_rl.interfaces.reward import RewardFn, needs_rerender
 from itk_rl.job import (
     check_resources,
     connect_ray,
+    export_final,
     load_step,
+    open_metrics,
     plain,
     record,
     resume_from,
     save_step,
-    trim_metrics,
+    start_run,
 )
-from itk_rl.metrics import MetricsLog, progress_line
+from itk_rl.metrics import progress_line
 from itk_rl.rewards.judge_pool import JudgePool
 from itk_rl.rollout.pool import GeneratorPool
 from itk_rl.rollout.workers import RolloutWorkers
@@ -129,12 +130,8 @@ def step_settings(cfg: DictConfig, reward_fn: RewardFn) -> StepSettings:
 def train(cfg: DictConfig) -> Path:
     """Run the recipe; returns the folder of the exported final weights."""
     # --- setup ---
-    out = Path(cfg.output_dir)
+    out = start_run(cfg)
     checkpoints = out / "checkpoints"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    if cfg.prepare is not None:
-        instantiate(cfg.prepare)
     records: list[CriticSample] = load_critic_records(cfg.data.train_path)
     template: PromptTemplate = load_template(cfg.critic.template)
     reward_fn: RewardFn = instantiate(cfg.reward)
@@ -150,9 +147,7 @@ def train(cfg: DictConfig) -> Path:
             start = load_step(actors.trainer, checkpoint, sampler)
             sync_weights(actors.trainer, actors.workers)
             print(f"[train] resumed from {checkpoint} at step {start}")
-        # Steps logged after the checkpoint are redone: drop their records first.
-        log = MetricsLog(out / "tensorboard", purge_step=start + 1)
-        trim_metrics(out / "metrics.jsonl", start)
+        log = open_metrics(out, start)
         # --- loop ---
         for step in range(start + 1, cfg.total_steps + 1):
             batch = [records[i] for i in sampler.next_batch()]
@@ -176,10 +171,7 @@ def train(cfg: DictConfig) -> Path:
             if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
                 save_step(actors.trainer, checkpoints, step, sampler)
         # --- cleanup ---
-        final = out / "final"
-        if final.exists():
-            shutil.rmtree(final)
-        actors.trainer.export(str(final))
+        final = export_final(actors.trainer, out)
     finally:
         if log is not None:
             log.close()
