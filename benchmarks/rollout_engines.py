@@ -10,12 +10,15 @@ weights, so answers run to the token limit: the worst case). Each engine is the 
 `testbed_critic_grpo`; rollouts call `critic_grpo.rollout`, weight sync `critic_grpo`'s path
 (the state dict put in the object store once, loaded by the actor). Per engine: start time,
 each rollout after one warm-up, tokens per second, and weight-sync time with the weights'
-size. Prints one JSON object on its last line.
+size. Then weight-sync time against weight size: each engine built in this process on wider
+random VLMs (hidden 128 to `--sync-max-hidden`), timed on `update_weights` alone. Prints one
+JSON object on its last line.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import tempfile
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 
 import ray
+from hydra.utils import instantiate
 from transformers import AutoModelForImageTextToText
 
 from itk_rl.critic_grpo import rollout
@@ -33,7 +37,7 @@ from itk_rl.job import compose_recipe, plain
 from itk_rl.rollout.workers import RolloutWorkers
 from itk_rl.testbed import TestbedGenerator
 from itk_rl.testbed.prepare import prepare_critic_inputs
-from itk_rl.tiny import TinyVLMConfig
+from itk_rl.tiny import TinyVLMConfig, build_tiny_vlm, build_tokenizer
 
 ENGINES = ("transformers_cpu", "vllm_cpu")
 MAIN_JOB_CRITIC = TinyVLMConfig(
@@ -84,12 +88,54 @@ def measure(engine: str, model: Path, records: list, args: argparse.Namespace) -
     }
 
 
+def build_engine(name: str, model: Path) -> object:
+    """The recipe's engine option `name` on `model`, built in this process."""
+    cfg = compose_recipe(
+        "testbed_critic_grpo", [f"engine@rollout.component={name}", f"critic.model_path={model}"]
+    )
+    return instantiate(cfg.rollout.component)
+
+
+def sync_scaling(root: Path, max_hidden: int) -> list[dict]:
+    """`update_weights` time of each engine on random VLMs of growing width (4 layers)."""
+    tokenizer = build_tokenizer("byte")
+    rows, hidden = [], 128
+    while hidden <= max_hidden:
+        config = TinyVLMConfig(
+            family="qwen3_vl",
+            hidden_size=hidden,
+            num_layers=4,
+            num_heads=hidden // 32,
+            num_kv_heads=max(1, hidden // 64),
+            intermediate_size=2 * hidden,
+        )
+        path = build_tiny_vlm(root / f"hidden_{hidden}", tokenizer, config)
+        weights = AutoModelForImageTextToText.from_pretrained(path).state_dict()
+        row = {
+            "hidden": hidden,
+            "weights_mb": round(
+                sum(t.numel() * t.element_size() for t in weights.values()) / 1e6, 1
+            ),
+        }
+        for name in ENGINES:
+            engine = build_engine(name, path)
+            start = time.perf_counter()
+            engine.update_weights(weights)
+            row[f"{name}_sync_s"] = round(time.perf_counter() - start, 3)
+            del engine
+            gc.collect()  # one in-process vLLM engine at a time
+        rows.append(row)
+        hidden *= 2
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="rollouts timed per engine")
     parser.add_argument("--records", type=int, default=16)
     parser.add_argument("--samples", type=int, default=8, help="responses per record (G)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--sync-max-hidden", type=int, default=1024)
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +151,8 @@ def main() -> None:
         records = load_critic_records(records_path)[: args.records]
         model = Path(tmp) / "tiny" / "qwen3_vl"
         results = {engine: measure(engine, model, records, args) for engine in ENGINES}
-    ray.shutdown()
+        ray.shutdown()
+        scaling = sync_scaling(Path(tmp) / "sync", args.sync_max_hidden)
     transformers, vllm = (results[e]["rollout_mean_s"] for e in ENGINES)
     print(
         json.dumps(
@@ -117,6 +164,7 @@ def main() -> None:
                 },
                 "engines": results,
                 "rollout_speedup_vllm_over_transformers": round(transformers / vllm, 2),
+                "weight_sync_by_size": scaling,
             }
         )
     )

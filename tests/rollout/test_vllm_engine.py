@@ -4,6 +4,7 @@ One engine serves the module, with vLLM's multiprocessing on (its engine core in
 process, as on a GPU host); the tests run in file order and the last one replaces its weights.
 The Ray rollout worker runs vLLM in-process (`multiprocessing=False`), so weight sync is checked
 both ways. "Fresh" answers come from an engine that loaded the perturbed weights from disk.
+The OpenAI-compatible client is checked once against vLLM's own server on loopback.
 """
 
 from __future__ import annotations
