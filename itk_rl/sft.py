@@ -245,7 +245,7 @@ def sft(cfg: DictConfig) -> Path:
     check_resources({"trainer": (cfg.trainer.world_size, cfg.trainer)})
     check_resources({"check": (cfg.check.num_actors, cfg.check)})
     trainer: TrainerGroup | None = TrainerGroup(cfg.model_path, trainer_config)
-    log, final = None, out / "final"
+    log = None
     try:
         start = 0
         checkpoint = resume_from(cfg, checkpoints)

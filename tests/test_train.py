@@ -45,7 +45,16 @@ def length_reward(inputs: RewardInputs, *, period: int) -> RewardOutput:
 '''
 
 
-def _config(tmp_path: Path, inputs: Path, name: str, total_steps: int):
+@pytest.fixture
+def user_rewards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`user_rewards.length_reward` importable, from a module outside the package."""
+    user_dir = tmp_path / "user_code"
+    user_dir.mkdir()
+    (user_dir / "user_rewards.py").write_text(textwrap.dedent(REWARD_MODULE))
+    monkeypatch.syspath_prepend(str(user_dir))
+
+
+def _config(tmp_path: Path, inputs: Path, name: str, total_steps: int, *extra: str):
     overrides = [
         f"output_dir={tmp_path / name}",
         f"total_steps={total_steps}",
@@ -63,6 +72,7 @@ def _config(tmp_path: Path, inputs: Path, name: str, total_steps: int):
         "~reward.format_weight",
         "~reward.alpha",
         "~reward.sem_share",
+        *extra,
     ]
     with initialize_config_module("itk_rl.recipes", version_base="1.3"):
         return compose("testbed_critic_grpo", overrides=overrides)
@@ -77,14 +87,8 @@ def _deterministic(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not k.startswith(("time/", "perf/"))}
 
 
-@pytest.mark.usefixtures("ray_local")
-def test_grpo_runs_logs_checkpoints_and_resumes_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    user_dir = tmp_path / "user_code"
-    user_dir.mkdir()
-    (user_dir / "user_rewards.py").write_text(textwrap.dedent(REWARD_MODULE))
-    monkeypatch.syspath_prepend(str(user_dir))
+@pytest.mark.usefixtures("ray_local", "user_rewards")
+def test_grpo_runs_logs_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
 
     full = train(_config(tmp_path, inputs, "full", total_steps=3))
@@ -164,19 +168,12 @@ def test_the_rewards_phase_rerenders_exactly_when_the_recipes_reward_reads_reren
     assert ("sem" in response.reward.components) is rerendered
 
 
-@pytest.mark.usefixtures("ray_local")
-def test_grpo_with_vllm_rollout_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("ray_local", "user_rewards")
+def test_grpo_with_vllm_rollout_workers(tmp_path: Path) -> None:
     # The same short run with the critic served by vLLM (its CPU build) in the rollout actor:
-    # the weights reach vLLM after every step, and its log-probs match the trainer's.
-    user_dir = tmp_path / "user_code"
-    user_dir.mkdir()
-    (user_dir / "user_rewards.py").write_text(textwrap.dedent(REWARD_MODULE))
-    monkeypatch.syspath_prepend(str(user_dir))
-    cfg = _config(tmp_path, tmp_path / "inputs", "vllm", total_steps=2)
-    with initialize_config_module("itk_rl.recipes", version_base="1.3"):
-        engine = compose("testbed_critic_grpo", overrides=["engine@rollout.component=vllm_cpu"])
-    cfg.rollout.component = engine.rollout.component
-    final = train(cfg)
+    # the weights reach vLLM after every step, and its log-probs are logged against the trainer's.
+    vllm = "engine@rollout.component=vllm_cpu"
+    final = train(_config(tmp_path, tmp_path / "inputs", "vllm", 2, vllm))
     metrics = _metrics(final.parent)
     assert sorted(metrics) == [1, 2]
     for record in metrics.values():

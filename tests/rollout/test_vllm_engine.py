@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import ray
 import torch
+from safetensors.torch import load
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from itk_rl.interfaces.engine import ChatRequest, SamplingParams
@@ -262,8 +263,6 @@ def test_weight_sync_with_multiprocessing_in_chunks_and_back(engine, perturbed, 
 def test_tied_tensors_are_written_once_each():
     weight = torch.ones(2, 2)
     blob = to_safetensors([("embed.weight", weight), ("lm_head.weight", weight)])
-    from safetensors.torch import load
-
     assert sorted(load(blob)) == ["embed.weight", "lm_head.weight"]
 
 
