@@ -62,7 +62,11 @@ setup(
         "itk_rl.recipes": "recipes",
     },
     package_data={
-        "itk_rl": ["formats/templates/*.txt", "data/banks/*.yaml"],
+        "itk_rl": [
+            "formats/templates/*.txt",
+            "eval/benchmarks/templates/*.txt",
+            "data/banks/*.yaml",
+        ],
         "itk_rl.recipes": ["*.yaml", "*/*.yaml"],
     },
     install_requires=REQUIRES,

@@ -1,16 +1,22 @@
 """One critic GRPO step as a flat list of named phases (driven by `itk_rl.train`).
 
-    sample batch → rollout (G responses per record) → parse → rewards (re-render refined
-    prompts and judge them, streaming) → advantages (verl's GRPO estimator) → policy update
+    sample batch → rollout (G responses per record, streamed) → parse → rewards (re-render
+    refined prompts and judge them) → advantages (verl's GRPO estimator) → policy update
     (FSDP) → weight sync to the rollout workers
 
+The first half (`rollout_and_score`) streams: the rollout workers hand back each record's G
+responses as soon as its chunk is sampled (`rollout.chunk_records`), and the record's
+responses are parsed and rewarded at once, while later records are still being sampled.
 Format and accuracy need only the parsed text; only the step-wise reward waits for a render,
 and each render goes to a judge the moment it is done, and its reward is computed the moment
 the judge answers (one thread per response chains the futures), while the pools batch
-whatever is in flight. A render or judge call that still fails after `render_retries` further
-tries leaves that response out of the update and is counted; no reward is ever made up. Every
-failed try is counted by kind (`reward/failures/<ExceptionName>`) and each kind is logged once
-per step with its message, so a broken generator or judge shows its cause, not only a count.
+whatever is in flight. The second half (`finish_step`) updates the policy and syncs the
+weights; `itk_rl.train` may run the next batches' first halves meanwhile (bounded staleness).
+
+A render or judge call that still fails after `render_retries` further tries leaves that
+response out of the update and is counted; no reward is ever made up. Every failed try is
+counted by kind (`reward/failures/<ExceptionName>`) and each kind is logged once per step with
+its message, so a broken generator or judge shows its cause, not only a count.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +45,7 @@ from itk_rl.metrics import SampleView
 from itk_rl.rewards.critic import needs_render, refined_prompt_to_render
 from itk_rl.rewards.judge_pool import JudgePool
 from itk_rl.rollout.pool import GeneratorPool
-from itk_rl.rollout.workers import RolloutWorkers
+from itk_rl.rollout.workers import RolloutWorkers, Sampled
 from itk_rl.trainer.batch import TrainSample
 from itk_rl.trainer.group import TrainerGroup
 from itk_rl.trainer.grpo import grpo_advantages
@@ -54,6 +60,7 @@ class StepSettings:
     """The algorithm's knobs for one step (recipe `algorithm`, `rollout.sampling`)."""
 
     sampling: SamplingParams
+    chunk_records: int = 0  # records per rollout call (0: each worker's shard at once)
     render_refinements: bool = True  # the reward reads re-renders (`train.step_settings`)
     render_seed: int = 0
     render_retries: int = 2
@@ -69,10 +76,22 @@ class Response:
     record: int  # index into the step's batch: responses of one record form a GRPO group
     completion: Completion
     parsed: ParseResult[CriticVerdict]
+    weights_version: int = 0  # the policy weights that sampled it (updates since the start)
     rerender: JudgeScore | None = None
     render_failed: bool = False
     failures: list[str] = field(default_factory=list)  # the kind of each failed render/judge try
     reward: RewardOutput | None = None
+
+
+@dataclass
+class ScoredBatch:
+    """A batch rolled out and rewarded, waiting for its update: `rollout_and_score`'s result."""
+
+    step: int
+    batch: Sequence[CriticSample]
+    requests: list[ChatRequest]
+    responses: list[Response]  # in record order, a record's responses in sampling order
+    timings: dict[str, float]
 
 
 @dataclass
@@ -120,11 +139,12 @@ def rollout(
     workers: RolloutWorkers,
     template: PromptTemplate,
     batch: Sequence[CriticSample],
-    sampling: SamplingParams,
+    settings: StepSettings,
     seed: int,
     step: int,
-) -> tuple[list[ChatRequest], list[Response]]:
-    """G = `sampling.n` responses per record, parsed (a bad output never raises here)."""
+) -> tuple[list[ChatRequest], list[Future[Sampled]]]:
+    """Start sampling G = `sampling.n` responses per record; one future per record, settled
+    as soon as its chunk of `chunk_records` records is sampled."""
     requests = [
         ChatRequest(
             messages=tuple(build_critic_messages(template, s.origin_prompt, s.rewritten_prompt)),
@@ -133,13 +153,104 @@ def rollout(
         )
         for index, s in enumerate(batch)
     ]
-    groups = workers.generate(requests, sampling)
-    responses = [
-        Response(index, completion, parse_critic_output(completion.text))
-        for index, group in enumerate(groups)
-        for completion in group
+    return requests, workers.submit(requests, settings.sampling, settings.chunk_records)
+
+
+def parse_responses(record: int, sampled: Sampled) -> list[Response]:
+    """A record's sampled completions, parsed (a bad output never raises here)."""
+    return [
+        Response(record, completion, parse_critic_output(completion.text), sampled.weights_version)
+        for completion in sampled.completions
     ]
-    return requests, responses
+
+
+class RewardScorer:
+    """Rewards responses as they are added, each as soon as its inputs exist.
+
+    A response to a failed step first has its refinement re-rendered from the before-image (from
+    nothing if the record is `text_to_image`) and judged against the *original* prompt, in its
+    own thread (render future → judge future → reward), while the pools batch whatever is in
+    flight; responses that need no render are rewarded at once on the caller's thread. The
+    responses of one record render with one seed (`render_seed_for`), so within a group only
+    the prompt differs. Leaving the `with` block waits for every reward.
+    """
+
+    def __init__(
+        self,
+        generators: GeneratorPool,
+        judges: JudgePool,
+        reward_fn: RewardFn,
+        batch: Sequence[CriticSample],
+        settings: StepSettings,
+        step: int,
+    ) -> None:
+        self.generators, self.judges, self.reward_fn = generators, judges, reward_fn
+        self.batch, self.settings, self.step = batch, settings, step
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+        self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix=f"rewards-{step}")
+        self._pending: list[Future[None]] = []
+
+    def add(self, responses: Sequence[Response]) -> None:
+        for response in responses:
+            if self.settings.render_refinements and needs_render(self.batch[response.record]):
+                self._pending.append(self._threads.submit(self._render_judge_reward, response))
+            else:
+                self._reward(response)
+
+    def __enter__(self) -> RewardScorer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            for future in self._pending:
+                future.result()
+        finally:
+            self._threads.shutdown(wait=True)
+
+    def _failed(self, response: Response, kind: str, message: str) -> None:
+        """Count a failed try on its response; log its kind the first time this step."""
+        response.failures.append(kind)
+        with self._lock:
+            first = kind not in self._logged
+            self._logged.add(kind)
+        if first:
+            log.warning(
+                "step %d: a re-render or its judging failed with %s: %s (each failure of this "
+                "kind in the step is counted in reward/failures/%s, this line is logged once)",
+                self.step,
+                kind,
+                message,
+                kind,
+            )
+
+    def _reward(self, response: Response) -> None:
+        inputs = RewardInputs(
+            self.batch[response.record],
+            response.completion.text,
+            response.parsed,
+            response.rerender,
+        )
+        response.reward = self.reward_fn(inputs)
+
+    def _render_judge_reward(self, response: Response) -> None:
+        sample = self.batch[response.record]
+        prompt = refined_prompt_to_render(sample, response.parsed)
+        seed = render_seed_for(self.settings.render_seed, self.step, response.record)
+        request, before = rerender_inputs(sample, prompt, seed)
+        for _ in range(self.settings.render_retries + 1):
+            try:
+                (image,) = [f.result() for f in self.generators.submit([request])]
+                judged = self.judges.submit(sample.origin_prompt, image, before).result()
+            except Exception as error:  # a crashed actor, a generator or judge error: try again
+                self._failed(response, *failure_kind(error))
+                continue
+            if judged is not None:
+                response.rerender = judged
+                self._reward(response)
+                return
+            self._failed(response, UNREADABLE_JUDGE_ANSWER, "the judge's answer could not be read")
+        response.render_failed = True
 
 
 def score_responses(
@@ -151,68 +262,42 @@ def score_responses(
     settings: StepSettings,
     step: int,
 ) -> None:
-    """Every response's reward, each as soon as its inputs exist.
+    """Every response's reward (`RewardScorer` over responses that are all sampled already)."""
+    with RewardScorer(generators, judges, reward_fn, batch, settings, step) as scorer:
+        scorer.add(responses)
 
-    A response to a failed step first has its refinement re-rendered from the before-image (from
-    nothing if the record is `text_to_image`) and judged against the *original* prompt, in its
-    own thread (render future → judge future → reward), while the pools batch whatever is in
-    flight; responses that need no render are rewarded meanwhile on this thread. The responses
-    of one record render with one seed (`render_seed_for`), so within a group only the prompt
-    differs.
-    """
-    render = [r for r in responses if settings.render_refinements and needs_render(batch[r.record])]
-    rendering = {id(r) for r in render}
-    logged: set[str] = set()
-    lock = threading.Lock()
 
-    def failed(response: Response, kind: str, message: str) -> None:
-        """Count a failed try on its response; log its kind the first time this step."""
-        response.failures.append(kind)
-        with lock:
-            first = kind not in logged
-            logged.add(kind)
-        if first:
-            log.warning(
-                "step %d: a re-render or its judging failed with %s: %s (each failure of this "
-                "kind in the step is counted in reward/failures/%s, this line is logged once)",
-                step,
-                kind,
-                message,
-                kind,
-            )
-
-    def reward(response: Response) -> None:
-        inputs = RewardInputs(
-            batch[response.record], response.completion.text, response.parsed, response.rerender
-        )
-        response.reward = reward_fn(inputs)
-
-    def render_judge_reward(response: Response) -> None:
-        sample = batch[response.record]
-        prompt = refined_prompt_to_render(sample, response.parsed)
-        seed = render_seed_for(settings.render_seed, step, response.record)
-        request, before = rerender_inputs(sample, prompt, seed)
-        for _ in range(settings.render_retries + 1):
-            try:
-                (image,) = [f.result() for f in generators.submit([request])]
-                judged = judges.submit(sample.origin_prompt, image, before).result()
-            except Exception as error:  # a crashed actor, a generator or judge error: try again
-                failed(response, *failure_kind(error))
-                continue
-            if judged is not None:
-                response.rerender = judged
-                reward(response)
-                return
-            failed(response, UNREADABLE_JUDGE_ANSWER, "the judge's answer could not be read")
-        response.render_failed = True
-
-    with ThreadPoolExecutor(max_workers=max(1, min(64, len(render)))) as threads:
-        pending = [threads.submit(render_judge_reward, r) for r in render]
-        for response in responses:
-            if id(response) not in rendering:
-                reward(response)
-        for future in pending:
-            future.result()
+def rollout_and_score(
+    *,
+    step: int,
+    seed: int,
+    batch: Sequence[CriticSample],
+    template: PromptTemplate,
+    workers: RolloutWorkers,
+    generators: GeneratorPool,
+    judges: JudgePool,
+    reward_fn: RewardFn,
+    settings: StepSettings,
+) -> ScoredBatch:
+    """The step's first half, streamed: each record's responses are parsed and go to their
+    rewards as soon as that record is sampled. Timed: `time/rollout_s` until the last record
+    is sampled, `time/rewards_tail_s` from then until the last reward."""
+    start = time.perf_counter()
+    requests, futures = rollout(workers, template, batch, settings, seed, step)
+    records = {future: record for record, future in enumerate(futures)}
+    by_record: dict[int, list[Response]] = {}
+    with RewardScorer(generators, judges, reward_fn, batch, settings, step) as scorer:
+        for future in as_completed(futures):
+            record = records[future]
+            by_record[record] = parse_responses(record, future.result())
+            scorer.add(by_record[record])
+        sampled = time.perf_counter()
+    timings = {
+        "time/rollout_s": sampled - start,
+        "time/rewards_tail_s": time.perf_counter() - sampled,
+    }
+    responses = [r for record in range(len(batch)) for r in by_record[record]]
+    return ScoredBatch(step, batch, requests, responses, timings)
 
 
 def train_samples(
@@ -236,7 +321,14 @@ def update_policy(
     responses: Sequence[Response],
     settings: StepSettings,
 ) -> dict[str, float]:
-    """Advantages over the rewarded responses, then one PPO update on those that carry signal."""
+    """Advantages over the rewarded responses, then one PPO update on those that carry signal.
+
+    The trainer's own log-probs of the sampled tokens, recomputed now, are the PPO ratio's old
+    (proximal) policy: they compare one model's numbers, whatever kernels, dtype or blocked
+    tokens the rollout engine used, and however many updates old the sampling weights were.
+    The engine's log-probs (the behaviour policy) go along, for the trainer's rollout
+    correction (`trainer.rollout_is`, `rollout_rs`) when the recipe turns it on.
+    """
     scored = [r for r in responses if r.reward is not None]
     metrics: dict[str, float] = {"data/responses_rewarded": float(len(scored))}
     if not scored:
@@ -255,11 +347,15 @@ def update_policy(
     if len(keep) < trainer.world_size:
         return metrics | {"data/update_skipped": 1.0}
     samples = train_samples(requests, [scored[i] for i in keep])
-    # Old log-probs from the trainer itself: the PPO ratio then compares one model's numbers
-    # (the rollout engine may differ in kernels, dtype or blocked tokens).
+    completions = [scored[i].completion for i in keep]
     old_logprobs = trainer.compute_logprobs(samples)
-    metrics |= logprob_gap([scored[i].completion for i in keep], old_logprobs)
-    metrics |= trainer.update(samples, advantages.advantages[keep], old_logprobs)
+    metrics |= logprob_gap(completions, old_logprobs)
+    behaviour = None
+    if all(c.logprobs is not None for c in completions):
+        behaviour = [np.asarray(c.logprobs, dtype=np.float32) for c in completions]
+    metrics |= trainer.update(
+        samples, advantages.advantages[keep], old_logprobs, rollout_logprobs=behaviour
+    )
     return metrics | {"data/update_skipped": 0.0}
 
 
@@ -332,6 +428,84 @@ def sample_views(
     return views
 
 
+def staleness_metrics(responses: Sequence[Response], current_version: int) -> dict[str, float]:
+    """How many updates old the weights that sampled each response are, at its update:
+    `rollout/staleness_mean` and `_max` (0 on-policy; at most `algorithm.max_staleness`)."""
+    ages = [current_version - r.weights_version for r in responses] or [0]
+    return {
+        "rollout/staleness_mean": float(np.mean(ages)),
+        "rollout/staleness_max": float(max(ages)),
+    }
+
+
+def finish_step(
+    scored: ScoredBatch,
+    *,
+    workers: RolloutWorkers,
+    generators: GeneratorPool,
+    judges: JudgePool,
+    trainer: TrainerGroup,
+    settings: StepSettings,
+    started: float,
+    num_views: int = 0,
+) -> StepResult:
+    """The step's second half: update on a scored batch, sync the new weights, and the metrics.
+
+    `started` is the `time.perf_counter()` at which this step's wall time began (the end of the
+    previous step); the pools' busy fractions cover the time since they were last read.
+    """
+    metrics = reward_metrics(scored.batch, scored.responses) | scored.timings
+    metrics |= staleness_metrics(scored.responses, workers.weights_version)
+    begin = time.perf_counter()
+    metrics |= update_policy(trainer, scored.requests, scored.responses, settings)
+    synced = time.perf_counter()
+    sync_weights(trainer, workers)
+    end = time.perf_counter()
+    metrics["time/update_s"] = synced - begin
+    metrics["time/weight_sync_s"] = end - synced
+    for name, pool in (("generator", generators), ("judge", judges)):
+        busy = [actor["busy_fraction"] for actor in pool.stats()["actors"]]
+        metrics[f"perf/{name}_busy_fraction"] = float(np.mean(busy)) if busy else 0.0
+        pool.reset_stats()
+    metrics["time/step_s"] = end - started
+    metrics["perf/samples_per_s"] = len(scored.responses) / metrics["time/step_s"]
+    return StepResult(metrics, sample_views(scored.batch, scored.responses, num_views))
+
+
+def scored_batches(
+    steps: range,
+    max_staleness: int,
+    draw: Callable[[int], Sequence[CriticSample]],
+    produce: Callable[[int, Sequence[CriticSample]], ScoredBatch],
+) -> Iterator[tuple[int, ScoredBatch, float]]:
+    """Yields `(step, its scored batch, seconds waited for it)` for each step, in order, while
+    the batches of the next `max_staleness` steps are produced on background threads.
+
+    `draw(step)` runs on the caller's thread, in step order (the data order never depends on
+    which thread finishes first); `produce(step, batch)` (`rollout_and_score`) on a background
+    thread. A step's batch is started when the previous step's weights are synced (the caller
+    does that before asking for the next item), so it samples weights at most `max_staleness`
+    updates older than the ones it trains. Close the generator after the actors are shut down:
+    what is still in flight then fails fast, and closing waits for it.
+    """
+    if max_staleness < 0:
+        raise ValueError(f"algorithm.max_staleness must be >= 0, got {max_staleness}")
+    in_flight: deque[Future[ScoredBatch]] = deque()
+    with ThreadPoolExecutor(max_staleness + 1, thread_name_prefix="ahead") as threads:
+        try:
+            drawn = steps.start - 1
+            for step in steps:
+                while drawn < min(step + max_staleness, steps.stop - 1):
+                    drawn += 1
+                    in_flight.append(threads.submit(produce, drawn, draw(drawn)))
+                waited = time.perf_counter()
+                scored = in_flight.popleft().result()
+                yield step, scored, time.perf_counter() - waited
+        finally:
+            for future in in_flight:
+                future.cancel()
+
+
 def grpo_step(
     *,
     step: int,
@@ -346,27 +520,28 @@ def grpo_step(
     settings: StepSettings,
     num_views: int = 0,
 ) -> StepResult:
-    """Run the phases in order, timing each one."""
-    timings: dict[str, float] = {}
-
-    def timed(name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        start = time.perf_counter()
-        value = fn(*args)
-        timings[f"time/{name}_s"] = time.perf_counter() - start
-        return value
-
-    generators.reset_stats()
-    requests, responses = timed(
-        "rollout", rollout, workers, template, batch, settings.sampling, seed, step
+    """One on-policy step: `rollout_and_score`, then `finish_step`."""
+    started = time.perf_counter()
+    for pool in (generators, judges):
+        pool.reset_stats()
+    scored = rollout_and_score(
+        step=step,
+        seed=seed,
+        batch=batch,
+        template=template,
+        workers=workers,
+        generators=generators,
+        judges=judges,
+        reward_fn=reward_fn,
+        settings=settings,
     )
-    timed(
-        "rewards", score_responses, generators, judges, reward_fn, batch, responses, settings, step
+    return finish_step(
+        scored,
+        workers=workers,
+        generators=generators,
+        judges=judges,
+        trainer=trainer,
+        settings=settings,
+        started=started,
+        num_views=num_views,
     )
-    update = timed("update", update_policy, trainer, requests, responses, settings)
-    timed("weight_sync", sync_weights, trainer, workers)
-    busy = [a["busy_fraction"] for a in generators.stats()["actors"]]
-    metrics = reward_metrics(batch, responses) | update | timings
-    metrics["perf/generator_busy_fraction"] = float(np.mean(busy)) if busy else 0.0
-    metrics["time/step_s"] = sum(timings.values())
-    metrics["perf/samples_per_s"] = len(responses) / metrics["time/step_s"]
-    return StepResult(metrics, sample_views(batch, responses, num_views))

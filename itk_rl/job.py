@@ -144,9 +144,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_step(trainer: TrainerGroup, checkpoints: Path, step: int, sampler: BatchSampler) -> None:
-    """Checkpoint after `step`: the trainer's state, plus the sampler and RNG states."""
-    extra = {"step": step, "sampler": sampler.state(), "rng": rng_state()}
+def save_step(
+    trainer: TrainerGroup, checkpoints: Path, step: int, sampler_state: dict[str, int]
+) -> None:
+    """Checkpoint after `step`: the trainer's state, plus the RNG states and the sampler's
+    position before the batch of step + 1 was drawn (batches drawn ahead for overlapped steps
+    are not trained yet: a resumed run draws them again)."""
+    extra = {"step": step, "sampler": sampler_state, "rng": rng_state()}
     trainer.save_checkpoint(str(checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"), extra)
 
 

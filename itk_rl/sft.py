@@ -265,7 +265,7 @@ def sft(cfg: DictConfig) -> Path:
             record(out, log, step, metrics)
             print(progress_line(step, last, metrics, CONSOLE_KEYS), flush=True)
             if step % cfg.checkpoint_every == 0 or step == last:
-                save_step(trainer, checkpoints, step, sampler)
+                save_step(trainer, checkpoints, step, sampler.state())
         # --- cleanup ---
         final = export_final(trainer, out)
         trainer.shutdown()  # frees the trainer's devices for the check

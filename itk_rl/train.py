@@ -2,11 +2,19 @@
 
 The same command runs under `ray job submit … -- python -m itk_rl.train …` (Ray is started
 only when this process is not already connected to a cluster). The recipe script reads top to
-bottom: setup (data, actors, resume) → loop of `critic_grpo.grpo_step` → cleanup (export).
+bottom: setup (data, actors, resume) → loop of steps → cleanup (export).
+
+Each step is `critic_grpo.rollout_and_score` (rollout streamed into the rewards) then
+`critic_grpo.finish_step` (update, weight sync). With `algorithm.max_staleness` k ≥ 1 the first
+halves of the next k steps run on background threads while this step updates: a batch is
+sampled by weights at most k updates older than the ones it trains, which the trainer's rollout
+correction can account for (`trainer.rollout_is`). k = 0 is the on-policy step, phase after
+phase.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +22,14 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from itk_rl.critic_grpo import StepSettings, grpo_step, sync_weights
+from itk_rl.critic_grpo import (
+    ScoredBatch,
+    StepSettings,
+    finish_step,
+    rollout_and_score,
+    scored_batches,
+    sync_weights,
+)
 from itk_rl.data.critic_records import load_critic_records
 from itk_rl.data.sampler import BatchSampler
 from itk_rl.formats.records import CriticSample
@@ -45,6 +60,7 @@ CONSOLE_KEYS = (
     "reward/format_valid_rate",
     "reward/sem",
     "data/zero_variance_groups",
+    "rollout/staleness_max",
     "actor/kl",
     "time/step_s",
 )
@@ -118,6 +134,7 @@ def step_settings(cfg: DictConfig, reward_fn: RewardFn) -> StepSettings:
     algorithm = cfg.algorithm
     return StepSettings(
         sampling=SamplingParams(**plain(cfg.rollout.sampling)),
+        chunk_records=cfg.rollout.chunk_records,
         render_refinements=needs_rerender(reward_fn),
         render_seed=algorithm.render_seed,
         render_retries=algorithm.render_retries,
@@ -140,7 +157,7 @@ def train(cfg: DictConfig) -> Path:
     connect_ray(cfg.cluster)
     check_resources(actor_groups(cfg))
     actors = start_actors(cfg)
-    start, log = 0, None
+    start, log, batches = 0, None, None
     try:
         checkpoint = resume_from(cfg, checkpoints)
         if checkpoint is not None:
@@ -149,10 +166,14 @@ def train(cfg: DictConfig) -> Path:
             print(f"[train] resumed from {checkpoint} at step {start}")
         log = open_metrics(out, start)
         # --- loop ---
-        for step in range(start + 1, cfg.total_steps + 1):
-            batch = [records[i] for i in sampler.next_batch()]
-            views = cfg.logging.sample_every and step % cfg.logging.sample_every == 0
-            result = grpo_step(
+        sampler_before: dict[int, dict[str, int]] = {}  # step → sampler state before its batch
+
+        def draw(step: int) -> list[CriticSample]:
+            sampler_before[step] = sampler.state()
+            return [records[i] for i in sampler.next_batch()]
+
+        def produce(step: int, batch: list[CriticSample]) -> ScoredBatch:
+            return rollout_and_score(
                 step=step,
                 seed=cfg.seed,
                 batch=batch,
@@ -160,22 +181,43 @@ def train(cfg: DictConfig) -> Path:
                 workers=actors.workers,
                 generators=actors.generators,
                 judges=actors.judges,
-                trainer=actors.trainer,
                 reward_fn=reward_fn,
                 settings=settings,
+            )
+
+        steps = range(start + 1, cfg.total_steps + 1)
+        batches = scored_batches(steps, cfg.algorithm.max_staleness, draw, produce)
+        step_end = time.perf_counter()
+        for step, scored, waited in batches:
+            views = cfg.logging.sample_every and step % cfg.logging.sample_every == 0
+            result = finish_step(
+                scored,
+                workers=actors.workers,
+                generators=actors.generators,
+                judges=actors.judges,
+                trainer=actors.trainer,
+                settings=settings,
+                started=step_end,
                 num_views=cfg.logging.num_samples if views else 0,
             )
+            step_end = time.perf_counter()
+            result.metrics["time/wait_for_batch_s"] = waited
             record(out, log, step, result.metrics)
             log.samples(step, result.views)
             print(progress_line(step, cfg.total_steps, result.metrics, CONSOLE_KEYS), flush=True)
             if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-                save_step(actors.trainer, checkpoints, step, sampler)
+                # Batches drawn ahead are not trained yet: a resumed run draws them again.
+                state = sampler_before.get(step + 1, sampler.state())
+                save_step(actors.trainer, checkpoints, step, state)
+            del sampler_before[step]
         # --- cleanup ---
         final = export_final(actors.trainer, out)
     finally:
         if log is not None:
             log.close()
-        actors.shutdown()
+        actors.shutdown()  # fails what is still in flight, so closing `batches` ends
+        if batches is not None:
+            batches.close()
     print(
         f"[train] final weights: {final}  (TensorBoard: tensorboard --logdir {out / 'tensorboard'})"
     )

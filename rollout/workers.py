@@ -1,9 +1,13 @@
 """Rollout workers: N actors, each holding one `VLMEngine`, sampling the policy's responses.
 
-A rollout batch is split into contiguous shards, one per worker, and put back together in
-order. New policy weights reach the workers through `update_weights`: the caller puts the
-state dict in the object store once and passes its ObjectRef, which every worker resolves from
-the store (no copy per worker through the driver).
+A rollout batch is split into contiguous shards, one per worker; a shard may be cut further
+into chunks of `chunk_records` requests, queued on its worker in order, so each record's
+completions come back (on its own future) as soon as its chunk is sampled: the rewards of the
+first records start while the last ones are still being sampled.
+
+New policy weights reach the workers through `update_weights`: the caller puts the state dict
+in the object store once and passes its ObjectRef, which every worker resolves from the store
+(no copy per worker through the driver).
 
 Every weight push bumps `weights_version`, and each worker reports the version it sampled
 with. A worker that died and was restarted by Ray has rebuilt its engine from the config, with
@@ -11,16 +15,18 @@ the initial weights: `RolloutWorkers` notices (its version is older than the one
 under), pushes the latest weights to it and samples that shard again — a restart never
 silently samples an old policy.
 
-Async style, as in every actor group (see `itk_rl.rollout.actors`): `submit` returns a
-`concurrent.futures.Future`, so the next rollout can run while the trainer updates
-(staleness 1); `generate` waits for it.
+Async style, as in every actor group (see `itk_rl.rollout.actors`): `submit` returns one
+`concurrent.futures.Future` per request, so the next rollout can run while the trainer updates
+(staleness 1); `generate` waits for them.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -51,6 +57,14 @@ class EngineActor(ComponentActor):
         return version
 
 
+@dataclass(frozen=True)
+class Sampled:
+    """One request's completions and the weights version that sampled them."""
+
+    completions: list[Completion]
+    weights_version: int
+
+
 def shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
     """Contiguous `[start, stop)` ranges, sizes differing by at most one, empty ones left out."""
     base, extra = divmod(num_items, num_shards)
@@ -61,6 +75,16 @@ def shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
             bounds.append((start, stop))
         start = stop
     return bounds
+
+
+def chunk_bounds(num_items: int, num_shards: int, chunk_size: int) -> list[list[tuple[int, int]]]:
+    """Per shard (`shard_bounds`), its `[start, stop)` chunks of at most `chunk_size` items, in
+    order (`chunk_size` 0: the whole shard in one chunk)."""
+    chunks = []
+    for start, stop in shard_bounds(num_items, num_shards):
+        step = chunk_size or stop - start
+        chunks.append([(a, min(a + step, stop)) for a in range(start, stop, step)])
+    return chunks
 
 
 class RolloutWorkers:
@@ -92,29 +116,40 @@ class RolloutWorkers:
         self.weights_version = 0
         self._weights_ref: ray.ObjectRef | None = None
         self._sync_lock = threading.Lock()  # a version and its weights reach a worker together
-        self._collector = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rollout")
+        # One thread waits on each chunk in flight (a blocked thread costs little; chunks of
+        # several batches may be in flight under staleness).
+        self._collector = ThreadPoolExecutor(max_workers=64, thread_name_prefix="rollout")
 
     def submit(
-        self, requests: Sequence[ChatRequest], params: SamplingParams
-    ) -> Future[list[list[Completion]]]:
-        """Start sampling `params.n` completions per request; the future gives them in order.
+        self, requests: Sequence[ChatRequest], params: SamplingParams, chunk_records: int = 0
+    ) -> list[Future[Sampled]]:
+        """Start sampling `params.n` completions per request; one future per request, in order,
+        settled as soon as its chunk of `chunk_records` requests is sampled (0: its worker's
+        whole shard at once).
 
-        Shards are queued on the workers now, so they sample with the weights of the current
+        Chunks are queued on the workers now, so they sample with the weights of the current
         `weights_version` even if `update_weights` is called before they finish.
         """
-        version = self.weights_version
-        bounds = shard_bounds(len(requests), len(self.workers))
-        refs = [
-            worker.generate.remote(list(requests[start:stop]), params)
-            for worker, (start, stop) in zip(self.workers, bounds, strict=False)
-        ]
-        return self._collector.submit(self._collect, requests, params, bounds, refs, version)
+        if chunk_records < 0:
+            raise ValueError(f"rollout.chunk_records must be >= 0, got {chunk_records}")
+        futures: list[Future[Sampled]] = [Future() for _ in requests]
+        with self._sync_lock:
+            version = self.weights_version
+            shards = chunk_bounds(len(requests), len(self.workers), chunk_records)
+            for worker, chunks in zip(self.workers, shards, strict=False):
+                for start, stop in chunks:
+                    chunk = list(requests[start:stop])
+                    ref = worker.generate.remote(chunk, params)
+                    self._collector.submit(
+                        self._collect, worker, chunk, params, ref, version, futures[start:stop]
+                    )
+        return futures
 
     def generate(
         self, requests: Sequence[ChatRequest], params: SamplingParams
     ) -> list[list[Completion]]:
         """`params.n` completions per request, in request order."""
-        return self.submit(requests, params).result()
+        return [future.result().completions for future in self.submit(requests, params)]
 
     def update_weights(self, state_dict_ref: ray.ObjectRef) -> int:
         """Load the state dict behind `state_dict_ref` (put in the object store once by the
@@ -154,19 +189,26 @@ class RolloutWorkers:
 
     def _collect(
         self,
-        requests: Sequence[ChatRequest],
+        worker: ray.actor.ActorHandle,
+        requests: list[ChatRequest],
         params: SamplingParams,
-        bounds: list[tuple[int, int]],
-        refs: list[ray.ObjectRef],
+        ref: ray.ObjectRef,
         version: int,
-    ) -> list[list[Completion]]:
-        completions: list[list[Completion]] = []
-        for worker, (start, stop), ref in zip(self.workers, bounds, refs, strict=False):
+        futures: list[Future[Sampled]],
+    ) -> None:
+        """Wait for one chunk and settle its requests' futures (with the error if it failed)."""
+        try:
             shard, used = ray.get(ref)
             if used < version:  # restarted with the initial weights: restore, sample again
                 with self._sync_lock:
                     self._push(worker)
-                    ref = worker.generate.remote(list(requests[start:stop]), params)
+                    ref = worker.generate.remote(requests, params)
                 shard, used = ray.get(ref)
-            completions.extend(shard)
-        return completions
+        except Exception as error:
+            for future in futures:
+                with suppress(InvalidStateError):  # cancelled by its caller
+                    future.set_exception(error)
+            return
+        for future, completions in zip(futures, shard, strict=True):
+            with suppress(InvalidStateError):
+                future.set_result(Sampled(completions, used))

@@ -1,7 +1,9 @@
 """The GRPO driver end to end on a local Ray cluster with 2 FSDP ranks on gloo.
 
 One shared set of inputs (tiny critic, testbed records); three short runs: an uninterrupted
-one, and an interrupted one resumed with `resume=auto`, which must reproduce the next step.
+one, and an interrupted one resumed with `resume=auto` whose rollout streams record by record,
+which must reproduce the next step. A run whose rollouts run one step ahead (staleness 1),
+interrupted and resumed.
 The reward is a user's own function in a module outside the package (the custom-reward swap),
 chosen so that groups have reward variance and the policy is really updated. And the recipe's
 rewards phase on real generator and judge pools, with the reward it names.
@@ -15,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from itk_rl.critic_grpo import Response, score_responses
+from itk_rl.data.critic_records import load_critic_records
+from itk_rl.data.sampler import BatchSampler
 from itk_rl.formats import (
     CriticSample,
     CriticVerdict,
@@ -91,7 +96,8 @@ def _deterministic(metrics: dict[str, float]) -> dict[str, float]:
 def test_grpo_runs_logs_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
     inputs = tmp_path / "inputs"
 
-    full = train(_config(tmp_path, inputs, "full", total_steps=3))
+    rows = "rollout.component.max_batch_size=4"
+    full = train(_config(tmp_path, inputs, "full", 3, rows))
     run = full.parent
     metrics = _metrics(run)
     assert sorted(metrics) == [1, 2, 3]
@@ -115,12 +121,44 @@ def test_grpo_runs_logs_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
     assert [e.step for e in events.Scalars("reward/total")] == [1, 2, 3]
     assert "samples/0" in events.Tags()["images"]
 
-    # Interrupted after step 2 (its checkpoint), then resumed: step 3 is reproduced.
-    train(_config(tmp_path, inputs, "resumed", total_steps=2))
-    train(_config(tmp_path, inputs, "resumed", total_steps=3))
+    # Interrupted after step 2 (its checkpoint), then resumed: step 3 is reproduced, although
+    # these runs stream their rollouts one record per call (all runs' engines batch 4 rows:
+    # the unchunked run's 8 rows are cut as the chunks are, so the same rows meet in each
+    # forward pass).
+    streamed = (rows, "rollout.chunk_records=1")
+    train(_config(tmp_path, inputs, "resumed", 2, *streamed))
+    train(_config(tmp_path, inputs, "resumed", 3, *streamed))
     resumed = _metrics(tmp_path / "resumed")
     assert sorted(resumed) == [1, 2, 3]
     assert _deterministic(resumed[3]) == pytest.approx(_deterministic(metrics[3]), rel=1e-5)
+
+
+@pytest.mark.usefixtures("ray_local", "user_rewards")
+def test_grpo_one_step_ahead_is_one_version_stale_corrected_and_resumes_without_loss(
+    tmp_path: Path,
+) -> None:
+    # max_staleness 1: step 2's batch is sampled while step 1 updates, with the weights before
+    # it. Interrupted after step 2, resumed: the batch drawn ahead for step 3 is not trained
+    # before the checkpoint, and is drawn again (the checkpoint's sampler position is after
+    # two batches), so no step is trained twice and none is lost.
+    inputs = tmp_path / "inputs"
+    ahead = ("algorithm.max_staleness=1", "trainer.rollout_is=token", "rollout.chunk_records=1")
+    run = train(_config(tmp_path, inputs, "ahead", 2, *ahead)).parent
+    state = torch.load(run / "checkpoints/step_000002/trainer_state.pt", weights_only=False)
+    two_batches = BatchSampler(len(load_critic_records(inputs / "critic_rl.parquet")), 2)
+    two_batches.next_batch(), two_batches.next_batch()
+    assert state["extra"]["sampler"] == two_batches.state()
+    train(_config(tmp_path, inputs, "ahead", 3, *ahead))
+    metrics = _metrics(run)
+    assert sorted(metrics) == [1, 2, 3]
+    # step 1 trains the first batch (on-policy), step 2 one sampled a version before, step 3
+    # (resumed: nothing was in flight) on-policy again
+    assert [metrics[s]["rollout/staleness_max"] for s in (1, 2, 3)] == [0.0, 1.0, 0.0]
+    for record in metrics.values():
+        assert record["data/update_skipped"] == 0.0
+        # verl's truncated importance weights were applied (clipped at 2.0)
+        assert 0.0 < record["rollout_corr/rollout_is_mean"] <= 2.0
+    assert metrics[2]["time/wait_for_batch_s"] >= 0.0
 
 
 @pytest.mark.parametrize(

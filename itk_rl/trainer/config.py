@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from itk_rl.formats.dtypes import check_dtype
-from itk_rl.trainer.grpo import LossSettings
+from itk_rl.trainer.grpo import LossSettings, RolloutCorrection
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,13 @@ class TrainerConfig:
     kl_type: str = "low_var_kl"
     entropy_coef: float = 0.0
     loss_agg_mode: str = "token-mean"
+    # Rollout correction between the engine's and the trainer's log-probs (see
+    # grpo.RolloutCorrection): importance level None|"token"|"sequence", its truncation
+    # threshold, verl's rejection modes and their thresholds.
+    rollout_is: str | None = None
+    rollout_is_threshold: float | str = 2.0
+    rollout_rs: str | None = None
+    rollout_rs_threshold: float | str | None = None
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrainerConfig:
@@ -74,6 +81,12 @@ class TrainerConfig:
             raise ValueError("trainer.lr_schedule=cosine needs trainer.total_steps")
         if made.micro_batch_size < 1 or made.ppo_epochs < 1 or made.world_size < 1:
             raise ValueError("trainer.micro_batch_size, ppo_epochs and world_size must be >= 1")
+        if made.rollout_is not in (None, "token", "sequence"):
+            raise ValueError(
+                f"trainer.rollout_is={made.rollout_is!r}: expected null|token|sequence"
+            )
+        if made.rollout_rs is not None and made.rollout_rs_threshold is None:
+            raise ValueError("trainer.rollout_rs needs trainer.rollout_rs_threshold")
         return made
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,3 +96,9 @@ class TrainerConfig:
     def loss(self) -> LossSettings:
         names = {f.name for f in dataclasses.fields(LossSettings)}
         return LossSettings(**{k: v for k, v in self.as_dict().items() if k in names})
+
+    @property
+    def correction(self) -> RolloutCorrection:
+        return RolloutCorrection(
+            self.rollout_is, self.rollout_is_threshold, self.rollout_rs, self.rollout_rs_threshold
+        )

@@ -84,10 +84,11 @@ class TrainerGroup:
         advantages: np.ndarray,
         old_logprobs: Sequence[np.ndarray] | None = None,
         ref_logprobs: Sequence[np.ndarray] | None = None,
+        rollout_logprobs: Sequence[np.ndarray] | None = None,
     ) -> dict[str, float]:
         """PPO update on the whole batch; metrics are already averaged over ranks."""
         advantages = list(np.asarray(advantages, dtype=np.float32))
-        columns = [samples, advantages, old_logprobs, ref_logprobs]
+        columns = [samples, advantages, old_logprobs, ref_logprobs, rollout_logprobs]
         metrics = self._scatter("update", columns)
         return metrics[0]
 

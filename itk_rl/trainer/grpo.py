@@ -2,7 +2,9 @@
 
 This module is glue only: the estimator is `compute_grpo_outcome_advantage`, the loss verl's
 registered "vanilla" PPO-clip loss, aggregated with `agg_loss`, plus `kl_penalty` against a
-frozen reference. What it adds is what verl leaves to its trainer: putting each outcome reward
+frozen reference, and verl's rollout correction (truncated or masked importance weights
+between the trainer's and the rollout engine's log-probs). What it adds is what verl leaves to
+its trainer: putting each outcome reward
 on the response's last token, counting (and optionally dropping) groups whose rewards are all
 equal — they carry no learning signal, and after the first minutes of training they are most
 groups (DESIGN §5) — and the metrics.
@@ -19,6 +21,10 @@ from verl.trainer.ppo.core_algos import (
     compute_grpo_outcome_advantage,
     get_policy_loss_fn,
     kl_penalty,
+)
+from verl.trainer.ppo.rollout_corr_helper import (
+    compute_rollout_correction_weights,
+    compute_rollout_rejection_mask,
 )
 from verl.utils.torch_functional import masked_mean
 from verl.workers.config import ActorConfig
@@ -128,6 +134,65 @@ class LossSettings:
 
 
 @dataclass(frozen=True)
+class RolloutCorrection:
+    """Off-policy correction between the behaviour policy (the rollout engine's log-probs of
+    the sampled tokens: older weights under `algorithm.max_staleness` ≥ 1, other kernels or
+    dtype) and the proximal policy (the trainer's log-probs recomputed at the update's start,
+    the PPO ratio's old policy): decoupled PPO. verl's names and semantics:
+
+    is_level [rollout_is]: None (off), "token" or "sequence" importance weights
+    π_proximal / π_behaviour on the policy-gradient loss. is_threshold
+    [rollout_is_threshold]: a number truncates the weights there (TIS); "lower_upper" zeroes
+    weights outside [lower, upper] (IcePop). rs [rollout_rs] / rs_threshold
+    [rollout_rs_threshold]: rejection of tokens or sequences whose divergence estimate is out
+    of bounds (e.g. "token_k1" with "0.5_2.0"); None: off.
+    """
+
+    is_level: str | None = None
+    is_threshold: float | str = 2.0
+    rs: str | None = None
+    rs_threshold: float | str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.is_level is not None or self.rs is not None
+
+
+def rollout_correction(
+    proximal_logprobs: torch.Tensor,
+    rollout_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    correction: RolloutCorrection,
+) -> tuple[torch.Tensor | None, torch.Tensor, dict[str, float]]:
+    """verl's importance weights and rejection mask from log π_proximal − log π_behaviour.
+
+    All tensors `[batch, response_len]`. Returns the weights (None when `is_level` is off), the
+    response mask with rejected tokens zeroed, and verl's metrics under `rollout_corr/`. Built
+    on `verl.trainer.ppo.rollout_corr_helper.compute_rollout_correction_weights` and
+    `compute_rollout_rejection_mask`.
+    """
+    log_ratio = (proximal_logprobs - rollout_logprobs) * response_mask
+    weights, mask, metrics = None, response_mask, {}
+    if correction.is_level is not None:
+        weights, is_metrics = compute_rollout_correction_weights(
+            log_ratio,
+            response_mask,
+            rollout_is=correction.is_level,
+            rollout_is_threshold=correction.is_threshold,
+        )
+        metrics |= is_metrics
+    if correction.rs is not None:
+        mask, rs_metrics = compute_rollout_rejection_mask(
+            log_ratio,
+            response_mask,
+            rollout_rs=correction.rs,
+            rollout_rs_threshold=correction.rs_threshold,
+        )
+        metrics |= rs_metrics
+    return weights, mask, {f"rollout_corr/{k}": float(v) for k, v in metrics.items()}
+
+
+@dataclass(frozen=True)
 class GlobalBatch:
     """What one micro-batch's loss is normalised by: the whole optimizer step on all ranks.
 
@@ -178,6 +243,7 @@ def policy_loss(
     *,
     ref_logprobs: torch.Tensor | None = None,
     entropy: torch.Tensor | None = None,
+    rollout_is_weights: torch.Tensor | None = None,
     settings: LossSettings | None = None,
     global_batch: GlobalBatch | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -185,7 +251,8 @@ def policy_loss(
 
     All tensors are `[batch, response_len]`: current log-probs (with grad), the behaviour
     policy's log-probs, token advantages, the 0/1 mask, the reference's log-probs (needed when
-    kl_coef > 0) and the per-token entropy (logged; in the loss when entropy_coef > 0).
+    kl_coef > 0), the per-token entropy (logged; in the loss when entropy_coef > 0) and the
+    rollout-correction weights on the policy-gradient term (`rollout_correction`; None: off).
     Returns the scalar loss to backpropagate and float metrics (see `LOSS_METRICS`).
     """
     settings = settings or LossSettings()
@@ -199,6 +266,7 @@ def policy_loss(
         response_mask=mask,
         loss_agg_mode=settings.loss_agg_mode,
         config=config,
+        rollout_is_weights=rollout_is_weights,
     )
     agg = {"loss_agg_mode": settings.loss_agg_mode, **_agg_kwargs(global_batch)}
     loss = pg_loss

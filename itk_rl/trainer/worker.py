@@ -28,7 +28,7 @@ from itk_rl.formats.dtypes import torch_dtype
 from itk_rl.trainer import checkpoint
 from itk_rl.trainer.batch import ModelBatch, TrainSample, build_batch, sequence_logprobs
 from itk_rl.trainer.config import TrainerConfig
-from itk_rl.trainer.grpo import LOSS_METRICS, GlobalBatch, policy_loss
+from itk_rl.trainer.grpo import LOSS_METRICS, GlobalBatch, policy_loss, rollout_correction
 from itk_rl.trainer.sharding import data_parallel_mesh, join_process_group, serve_store, shard
 
 
@@ -221,6 +221,7 @@ class TrainerWorker:
         advantages: np.ndarray,
         old_logprobs: Sequence[np.ndarray] | None = None,
         ref_logprobs: Sequence[np.ndarray] | None = None,
+        rollout_logprobs: Sequence[np.ndarray] | None = None,
     ) -> dict[str, float]:
         """PPO-clip updates on this rank's samples; returns metrics averaged over all ranks.
 
@@ -228,6 +229,8 @@ class TrainerWorker:
         advantage). old_logprobs / ref_logprobs: per sample `[len(response_ids)]`. Without
         old_logprobs the update must be one optimizer step (on-policy: ratio 1 at the start);
         without ref_logprobs the reference model scores each micro-batch when kl_coef > 0.
+        rollout_logprobs: the rollout engine's, per sample; needed when the config turns the
+        rollout correction on (`rollout_is`, `rollout_rs`), unused otherwise.
         """
         start = time.perf_counter()
         cfg = self.config
@@ -243,6 +246,12 @@ class TrainerWorker:
             raise ValueError(
                 f"old_logprobs are required for {num_mini * cfg.ppo_epochs} optimizer steps "
                 "(trainer.ppo_mini_batch_size / ppo_epochs): the policy moves after the first"
+            )
+        correction = cfg.correction
+        if correction.enabled and rollout_logprobs is None:
+            raise ValueError(
+                "trainer.rollout_is / rollout_rs need the rollout engine's log-probs of the "
+                "sampled tokens; this engine returns none (TransformersEngine and VLLMEngine do)"
             )
         plan = self._plan(samples, num_mini)
         global_batches = self._global_batches(plan)
@@ -266,6 +275,12 @@ class TrainerWorker:
                     elif cfg.kl_coef:  # every rank, padding included: the forward is collective
                         with torch.no_grad():
                             ref, _ = sequence_logprobs(self.reference, batch, cfg.temperature)
+                    weights, corrected = None, {}
+                    if correction.enabled:
+                        behaviour = _pad_rows(rollout_logprobs, idx, width).to(self.device)
+                        weights, mask, corrected = rollout_correction(
+                            old, behaviour, mask, correction
+                        )
                     adv = torch.as_tensor(advantages[idx]).to(self.device)[:, None] * mask
                     loss, metrics = policy_loss(
                         logprobs,
@@ -274,9 +289,11 @@ class TrainerWorker:
                         mask,
                         ref_logprobs=ref,
                         entropy=entropy,
+                        rollout_is_weights=weights,
                         settings=cfg.loss,
                         global_batch=global_batch,
                     )
+                    metrics |= corrected
                     loss.backward()
                     n = batch.num_tokens
                     tokens += n

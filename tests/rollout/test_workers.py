@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import ray
 
 from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.workers import RolloutWorkers, shard_bounds
+from itk_rl.rollout.workers import RolloutWorkers, chunk_bounds, shard_bounds
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -27,7 +28,8 @@ class ScriptedEngine:
     """A scripted `VLMEngine`: completion k of a request reads
     `"<engine id>|<weights tag>|<loads>|<request text>|<k>"`, so a test sees which engine
     answered with which weights. A request text "crash" kills the process once (the first
-    time only: `crash_marker` is created before dying), as a worker dying mid-rollout.
+    time only: `crash_marker` is created before dying), as a worker dying mid-rollout; a text
+    "wait:PATH" is answered only once PATH exists, as a long generation.
     """
 
     def __init__(self, crash_marker: str = "") -> None:
@@ -42,6 +44,9 @@ class ScriptedEngine:
         if "crash" in texts and not os.path.exists(self.crash_marker):
             Path(self.crash_marker).touch()
             os._exit(1)
+        for text in texts:
+            while text.startswith("wait:") and not os.path.exists(text.removeprefix("wait:")):
+                time.sleep(0.01)
         prefix = f"{self.engine_id}|{self.weights}|{self.loads}"
         return [[Completion(f"{prefix}|{text}|{k}") for k in range(params.n)] for text in texts]
 
@@ -74,6 +79,40 @@ def test_shard_bounds_are_contiguous_and_balanced() -> None:
     assert shard_bounds(7, 3) == [(0, 3), (3, 5), (5, 7)]
     assert shard_bounds(2, 3) == [(0, 1), (1, 2)]
     assert shard_bounds(0, 3) == []
+
+
+def test_chunk_bounds_cut_each_shard_in_order() -> None:
+    assert chunk_bounds(7, 2, 0) == [[(0, 4)], [(4, 7)]]
+    assert chunk_bounds(7, 2, 3) == [[(0, 3), (3, 4)], [(4, 7)]]
+    assert chunk_bounds(5, 1, 2) == [[(0, 2), (2, 4), (4, 5)]]
+
+
+def test_chunked_records_come_back_as_their_chunk_is_sampled(workers: RolloutWorkers) -> None:
+    # One worker's shard in chunks of 2: each record's future is settled with its own
+    # completions, in order, the same as unchunked; a negative chunk size is refused.
+    requests = [chat(f"request {i}") for i in range(5)]
+    futures = workers.submit(requests, SamplingParams(n=2), chunk_records=2)
+    chunked = [future.result(timeout=60).completions for future in futures]
+    whole = workers.generate(requests, SamplingParams(n=2))
+    assert [[r[3:] for r in g] for g in fields(chunked)] == [
+        [r[3:] for r in g] for g in fields(whole)
+    ]
+    with pytest.raises(ValueError, match="chunk_records"):
+        workers.submit(requests, SamplingParams(), chunk_records=-1)
+
+
+def test_a_chunk_is_handed_back_while_its_workers_next_chunk_is_still_sampling(
+    workers: RolloutWorkers, tmp_path: Path
+) -> None:
+    # Worker 0's share is requests 0 and 1, in chunks of one; request 1 is held until a file
+    # exists: request 0 is back meanwhile (streamed), request 1 only after the release.
+    release = tmp_path / "release"
+    texts = ["first", f"wait:{release}", "third", "fourth"]
+    futures = workers.submit([chat(t) for t in texts], SamplingParams(), chunk_records=1)
+    assert futures[0].result(timeout=60).completions[0].text.split("|")[3] == "first"
+    assert not futures[1].done()
+    release.touch()
+    assert futures[1].result(timeout=60).completions[0].text.split("|")[3] == f"wait:{release}"
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +155,11 @@ def test_rollout_submitted_before_an_update_samples_the_old_weights(
 ) -> None:
     requests = [chat(f"request {i}") for i in range(4)]
     workers.update_weights(ray.put({"tag": "old"}))
-    future = workers.submit(requests, SamplingParams())  # staleness 1: overlaps the update
+    futures = workers.submit(requests, SamplingParams())  # staleness 1: overlaps the update
     workers.update_weights(ray.put({"tag": "new"}))
-    assert {group[0][1] for group in fields(future.result(timeout=60))} == {"old"}
+    sampled = [future.result(timeout=60) for future in futures]
+    assert {group[0][1] for group in fields([s.completions for s in sampled])} == {"old"}
+    assert {s.weights_version for s in sampled} == {workers.weights_version - 1}
     assert {group[0][1] for group in fields(workers.generate(requests, SamplingParams()))} == {
         "new"
     }

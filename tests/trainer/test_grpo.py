@@ -5,7 +5,14 @@ import pytest
 import torch
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 
-from itk_rl.trainer.grpo import GlobalBatch, LossSettings, grpo_advantages, policy_loss
+from itk_rl.trainer.grpo import (
+    GlobalBatch,
+    LossSettings,
+    RolloutCorrection,
+    grpo_advantages,
+    policy_loss,
+    rollout_correction,
+)
 
 REWARDS = np.array([1.0, 0.0, 1.0, 0.5, 0.7, 0.7, 0.7, 0.2, 0.9], dtype=np.float32)
 GROUPS = np.array(["a", "a", "a", "a", "b", "b", "b", "c", "c"])
@@ -64,6 +71,54 @@ def test_on_policy_gradient_is_minus_advantage_over_tokens():
     torch.testing.assert_close(logprobs.grad, -advantages / 5)
     assert metrics["actor/pg_clipfrac"] == 0.0 and metrics["actor/ppo_kl"] == 0.0
     assert metrics["actor/loss"] == pytest.approx((-2 + 6) / 5)
+
+
+def test_token_importance_weights_are_truncated_ratios_and_scale_the_gradient():
+    # Proximal (trainer) vs behaviour (rollout engine) log-probs of 2 responses, 3 and 2 tokens:
+    # log-ratios 0.1, −0.2, 1.0 | 0.3, −0.5, (pad). Weights exp(0.1)=1.10517, exp(−0.2)=0.81873,
+    # exp(1.0)=2.71828 truncated to 2.0 | exp(0.3)=1.34986, exp(−0.5)=0.60653, pad 0.
+    mask = mask_of([3, 2])
+    proximal = torch.tensor([[-1.0, -2.0, -0.5], [-0.7, -0.5, 0.0]])
+    behaviour = torch.tensor([[-1.1, -1.8, -1.5], [-1.0, 0.0, -9.0]])
+    correction = RolloutCorrection(is_level="token", is_threshold=2.0)
+    weights, kept, metrics = rollout_correction(proximal, behaviour, mask, correction)
+    expected = torch.tensor([[1.10517, 0.81873, 2.0], [1.34986, 0.60653, 0.0]])
+    torch.testing.assert_close(weights, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(kept, mask)
+    assert "rollout_corr/rollout_is_mean" in metrics
+    # On-policy (ratio 1) the gradient is −A·w / num_tokens: each token's weight scales it.
+    logprobs = proximal.clone().requires_grad_(True)
+    advantages = torch.ones(2, 3) * mask
+    loss, _ = policy_loss(
+        logprobs,
+        proximal,
+        advantages,
+        mask,
+        rollout_is_weights=weights,
+        settings=LossSettings(kl_coef=0.0),
+    )
+    loss.backward()
+    torch.testing.assert_close(logprobs.grad, -expected / 5, atol=1e-6, rtol=0)
+
+
+def test_sequence_weights_and_rejection_follow_verl():
+    # Sequence level: one weight per response, exp(sum of its log-ratios): exp(0.1 − 0.2 + 1.0)
+    # = exp(0.9) = 2.4596 truncated to 2.0, exp(0.3 − 0.5) = 0.81873. Rejection "token_k1"
+    # with bounds 0.5_2.0 on the token ratio masks the one token whose ratio is e^1.0 = 2.718
+    # (e^−0.5 = 0.607 stays): 1 of 5 tokens.
+    mask = mask_of([3, 2])
+    proximal = torch.tensor([[-1.0, -2.0, -0.5], [-0.7, -0.5, 0.0]])
+    behaviour = torch.tensor([[-1.1, -1.8, -1.5], [-1.0, 0.0, -9.0]])
+    sequence = RolloutCorrection(is_level="sequence", is_threshold=2.0)
+    weights, _, _ = rollout_correction(proximal, behaviour, mask, sequence)
+    torch.testing.assert_close(
+        weights, torch.tensor([[2.0] * 3, [0.81873, 0.81873, 0.0]]), atol=1e-5, rtol=0
+    )
+    reject = RolloutCorrection(rs="token_k1", rs_threshold="0.5_2.0")
+    weights, kept, metrics = rollout_correction(proximal, behaviour, mask, reject)
+    assert weights is None
+    torch.testing.assert_close(kept, torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]]))
+    assert metrics["rollout_corr/rollout_rs_masked_fraction"] == pytest.approx(1 / 5)
 
 
 def test_clipping_stops_the_gradient_beyond_the_clip_range():
