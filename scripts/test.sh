@@ -7,6 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 bash scripts/ensure_env.sh
 bash scripts/install_chromium.sh
+bash scripts/install_slurm.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 export RAY_AUTH_MODE=disabled
