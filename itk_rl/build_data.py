@@ -44,7 +44,7 @@ from itk_rl.data.teacher import (
 )
 from itk_rl.formats import Trajectory
 from itk_rl.formats.files import write_atomic
-from itk_rl.job import plain
+from itk_rl.job import check_resources, plain
 from itk_rl.metrics import ProgressReport
 
 BANK, PROMPTS, BUILD = "bank.json", "prompts.jsonl", "build.json"
@@ -100,7 +100,8 @@ def prepare_prompts(cfg: DictConfig, out: Path, log: Callable[[str], None]) -> l
 def run_teacher_phase(
     cfg: DictConfig, prompts: list[Prompt], store: TrajectoryStore, log: Callable[[str], None]
 ) -> TeacherReport:
-    """Start the teacher and judge actors (only if some prompt is left) and run them."""
+    """Start the teacher and judge actors (only if some prompt is left, and once the cluster
+    is known to hold them all) and run them."""
     import ray
 
     from itk_rl.rewards.judge_pool import JudgePool
@@ -117,6 +118,7 @@ def run_teacher_phase(
     # Actor groups: `component` (what each actor builds) beside the pool's settings.
     teacher_group, judge_group = plain(cfg.teachers), plain(cfg.judge)
     try:
+        check_resources({name: (cfg[name].num_actors, cfg[name]) for name in ("teachers", "judge")})
         with (
             TeacherPool(teacher_group.pop("component"), **teacher_group) as teachers,
             JudgePool(judge_group.pop("component"), **judge_group) as judges,

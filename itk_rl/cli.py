@@ -42,6 +42,24 @@ def _generate(args: argparse.Namespace) -> int:
         return 2
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from itk_rl.eval.command import compare_command, eval_command
+    from itk_rl.job import RecipeError
+
+    def log(line: str) -> None:
+        print(f"[itk] {line}", file=sys.stderr, flush=True)
+
+    first, *rest = args.words
+    try:
+        if first == "compare":
+            print(compare_command(rest, args.out), end="")
+            return 0
+        return eval_command(first, rest, args.out, args.yes, log)
+    except (RecipeError, ValueError, FileNotFoundError) as exc:
+        print(f"itk eval: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="itk", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,16 +116,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="recipe from itk_rl.recipes: generate_testbed (default), generate_real, generate_tiny",
     )
     gen.set_defaults(run=_generate)
+
+    bench = commands.add_parser(
+        "eval",
+        help="run a benchmark (wise, wise_verified, rise, ueval, comm) on a system and score it "
+        "as its authors do; or compare runs",
+        description="Run recipe eval_BENCHMARK: generate the benchmark's outputs in its official "
+        "layout (resumable), judge them (cached), score them with the official rules, and "
+        "write results.md, results.json and gallery.html. `itk eval compare RUN ...` prints "
+        "one table for runs of the same benchmark. Hydra overrides follow the benchmark, e.g. "
+        "system=generator_alone generator=openai_images.",
+    )
+    bench.add_argument(
+        "words",
+        nargs="+",
+        metavar="BENCHMARK [OVERRIDE ...] | compare RUN ...",
+        help="wise, wise_verified, rise, ueval or comm, then Hydra overrides; or `compare` "
+        "and run folders",
+    )
+    bench.add_argument(
+        "--out",
+        metavar="PATH",
+        help="the run folder (default: the recipe's out_dir); with compare, a Markdown file "
+        "to write the table to",
+    )
+    bench.add_argument(
+        "--yes",
+        action="store_true",
+        help="go on with calls to paid APIs (counted and priced before the run)",
+    )
+    bench.set_defaults(run=_eval)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # Hydra overrides may come after options (`itk generate "…" --image a.png x=1`): keep the
-    # leftovers of `generate` as more words; anything else left over is an error.
+    # leftovers of `generate` and `eval` as more words; anything else left over is an error.
     args, extra = parser.parse_known_args(argv)
     unknown = [word for word in extra if word.startswith("-")]
-    if extra and (args.command != "generate" or unknown):
+    if extra and (args.command not in ("generate", "eval") or unknown):
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.words = [*args.words, *extra]

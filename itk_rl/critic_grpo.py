@@ -70,6 +70,32 @@ class StepSettings:
 
 
 @dataclass
+class Actors:
+    """Every actor group of a GRPO run; counts and resources come from the recipe only. The
+    trainer may be replaced mid-run (a rebuilt group after a rank died)."""
+
+    workers: RolloutWorkers
+    generators: GeneratorPool
+    judges: JudgePool
+    trainer: TrainerGroup
+
+    def shutdown(self) -> None:
+        for group in (self.workers, self.generators, self.judges, self.trainer):
+            group.shutdown()
+
+
+@dataclass
+class GRPORun:
+    """What every step of a run shares: its actors, prompt template, reward and knobs."""
+
+    actors: Actors
+    template: PromptTemplate
+    reward_fn: RewardFn
+    settings: StepSettings
+    seed: int
+
+
+@dataclass
 class Response:
     """One sampled critic response and everything computed about it."""
 
@@ -267,26 +293,16 @@ def score_responses(
         scorer.add(responses)
 
 
-def rollout_and_score(
-    *,
-    step: int,
-    seed: int,
-    batch: Sequence[CriticSample],
-    template: PromptTemplate,
-    workers: RolloutWorkers,
-    generators: GeneratorPool,
-    judges: JudgePool,
-    reward_fn: RewardFn,
-    settings: StepSettings,
-) -> ScoredBatch:
+def rollout_and_score(run: GRPORun, step: int, batch: Sequence[CriticSample]) -> ScoredBatch:
     """The step's first half, streamed: each record's responses are parsed and go to their
     rewards as soon as that record is sampled. Timed: `time/rollout_s` until the last record
     is sampled, `time/rewards_tail_s` from then until the last reward."""
-    start = time.perf_counter()
-    requests, futures = rollout(workers, template, batch, settings, seed, step)
+    start, actors, settings = time.perf_counter(), run.actors, run.settings
+    requests, futures = rollout(actors.workers, run.template, batch, settings, run.seed, step)
     records = {future: record for record, future in enumerate(futures)}
     by_record: dict[int, list[Response]] = {}
-    with RewardScorer(generators, judges, reward_fn, batch, settings, step) as scorer:
+    scorer = RewardScorer(actors.generators, actors.judges, run.reward_fn, batch, settings, step)
+    with scorer:
         for future in as_completed(futures):
             record = records[future]
             by_record[record] = parse_responses(record, future.result())
@@ -439,21 +455,21 @@ def staleness_metrics(responses: Sequence[Response], current_version: int) -> di
 
 
 def finish_step(
-    scored: ScoredBatch,
-    *,
-    workers: RolloutWorkers,
-    generators: GeneratorPool,
-    judges: JudgePool,
-    trainer: TrainerGroup,
-    settings: StepSettings,
-    started: float,
-    num_views: int = 0,
+    run: GRPORun, scored: ScoredBatch, *, started: float, num_views: int = 0
 ) -> StepResult:
     """The step's second half: update on a scored batch, sync the new weights, and the metrics.
 
     `started` is the `time.perf_counter()` at which this step's wall time began (the end of the
-    previous step); the pools' busy fractions cover the time since they were last read.
+    previous step); the pools' busy fractions, time-outs and re-sent items cover the time since
+    they were last read, the rollout workers' faults the whole run.
     """
+    actors, settings = run.actors, run.settings
+    workers, generators, judges, trainer = (
+        actors.workers,
+        actors.generators,
+        actors.judges,
+        actors.trainer,
+    )
     metrics = reward_metrics(scored.batch, scored.responses) | scored.timings
     metrics |= staleness_metrics(scored.responses, workers.weights_version)
     begin = time.perf_counter()
@@ -464,29 +480,31 @@ def finish_step(
     metrics["time/update_s"] = synced - begin
     metrics["time/weight_sync_s"] = end - synced
     for name, pool in (("generator", generators), ("judge", judges)):
-        busy = [actor["busy_fraction"] for actor in pool.stats()["actors"]]
+        stats = pool.stats()
+        busy = [actor["busy_fraction"] for actor in stats["actors"]]
         metrics[f"perf/{name}_busy_fraction"] = float(np.mean(busy)) if busy else 0.0
+        metrics[f"fault/{name}_timeouts"] = float(stats["timeouts"])
+        metrics[f"fault/{name}_retried"] = float(stats["retried"])
         pool.reset_stats()
+    metrics |= {f"fault/rollout_{k}": float(v) for k, v in workers.faults.items()}
     metrics["time/step_s"] = end - started
     metrics["perf/samples_per_s"] = len(scored.responses) / metrics["time/step_s"]
     return StepResult(metrics, sample_views(scored.batch, scored.responses, num_views))
 
 
 def scored_batches(
-    steps: range,
-    max_staleness: int,
-    draw: Callable[[int], Sequence[CriticSample]],
-    produce: Callable[[int, Sequence[CriticSample]], ScoredBatch],
+    run: GRPORun, steps: range, max_staleness: int, draw: Callable[[int], Sequence[CriticSample]]
 ) -> Iterator[tuple[int, ScoredBatch, float]]:
     """Yields `(step, its scored batch, seconds waited for it)` for each step, in order, while
-    the batches of the next `max_staleness` steps are produced on background threads.
+    the batches of the next `max_staleness` steps are rolled out and scored on background
+    threads.
 
     `draw(step)` runs on the caller's thread, in step order (the data order never depends on
-    which thread finishes first); `produce(step, batch)` (`rollout_and_score`) on a background
-    thread. A step's batch is started when the previous step's weights are synced (the caller
-    does that before asking for the next item), so it samples weights at most `max_staleness`
-    updates older than the ones it trains. Close the generator after the actors are shut down:
-    what is still in flight then fails fast, and closing waits for it.
+    which thread finishes first); `rollout_and_score` on a background thread. A step's batch
+    is started when the previous step's weights are synced (the caller does that before
+    asking for the next item), so it samples weights at most `max_staleness` updates older
+    than the ones it trains. Close the generator after the actors are shut down: what is
+    still in flight then fails fast, and closing waits for it.
     """
     if max_staleness < 0:
         raise ValueError(f"algorithm.max_staleness must be >= 0, got {max_staleness}")
@@ -497,7 +515,7 @@ def scored_batches(
             for step in steps:
                 while drawn < min(step + max_staleness, steps.stop - 1):
                     drawn += 1
-                    in_flight.append(threads.submit(produce, drawn, draw(drawn)))
+                    in_flight.append(threads.submit(rollout_and_score, run, drawn, draw(drawn)))
                 waited = time.perf_counter()
                 scored = in_flight.popleft().result()
                 yield step, scored, time.perf_counter() - waited
@@ -507,41 +525,11 @@ def scored_batches(
 
 
 def grpo_step(
-    *,
-    step: int,
-    seed: int,
-    batch: Sequence[CriticSample],
-    template: PromptTemplate,
-    workers: RolloutWorkers,
-    generators: GeneratorPool,
-    judges: JudgePool,
-    trainer: TrainerGroup,
-    reward_fn: RewardFn,
-    settings: StepSettings,
-    num_views: int = 0,
+    run: GRPORun, step: int, batch: Sequence[CriticSample], num_views: int = 0
 ) -> StepResult:
     """One on-policy step: `rollout_and_score`, then `finish_step`."""
     started = time.perf_counter()
-    for pool in (generators, judges):
+    for pool in (run.actors.generators, run.actors.judges):
         pool.reset_stats()
-    scored = rollout_and_score(
-        step=step,
-        seed=seed,
-        batch=batch,
-        template=template,
-        workers=workers,
-        generators=generators,
-        judges=judges,
-        reward_fn=reward_fn,
-        settings=settings,
-    )
-    return finish_step(
-        scored,
-        workers=workers,
-        generators=generators,
-        judges=judges,
-        trainer=trainer,
-        settings=settings,
-        started=started,
-        num_views=num_views,
-    )
+    scored = rollout_and_score(run, step, batch)
+    return finish_step(run, scored, started=started, num_views=num_views)

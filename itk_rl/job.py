@@ -68,19 +68,91 @@ def connect_ray(cluster: DictConfig) -> None:
 
 
 def check_resources(groups: Mapping[str, tuple[int, Any]]) -> None:
-    """Fail at once, naming each group's demand, when the `groups` (name → (actor count, node
-    with num_cpus/num_gpus)) cannot all be placed together (Ray would otherwise wait forever
-    for resources that never come)."""
-    available = ray.cluster_resources()
-    for resource, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
-        demand = {name: count * node[key] for name, (count, node) in groups.items()}
-        total, have = sum(demand.values()), available.get(resource, 0.0)
-        if total > have + 1e-9:
-            parts = ", ".join(f"{name} {value:g}" for name, value in demand.items())
-            raise RuntimeError(
-                f"the recipe asks for {total:g} {resource} ({parts}) but the Ray cluster has "
-                f"{have:g}; lower the groups' {key} or counts, or add nodes"
+    """Fail at once when the `groups` cannot all be placed together (Ray would otherwise wait
+    forever for resources, or a node type, that never come), naming each group's demand and
+    what the cluster has.
+
+    `groups`: name → (actor count, node with `num_cpus`, `num_gpus` and optional `resources`
+    {name: amount} and `label_selector` {label: value}), as in the recipes. Every resource is
+    totalled over the live nodes; a group with a label selector is also checked against the
+    nodes whose labels match it.
+    """
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    problems = _shortfalls(groups, nodes, "the Ray cluster")
+    for name, (count, node) in groups.items():
+        selector = plain(node.get("label_selector")) or {}
+        if not selector:
+            continue
+        matching = [n for n in nodes if _labels_match(selector, n.get("Labels") or {})]
+        if matching:
+            where = f"the part of the cluster labelled {selector}"
+            problems += _shortfalls({name: (count, node)}, matching, where)
+        else:
+            problems.append(
+                f"{name} asks for nodes labelled {selector} but no node matches (the nodes' "
+                f"labels: {_label_list(nodes)})"
             )
+    if problems:
+        raise RuntimeError(
+            "the recipe's actor groups cannot be placed: " + "; ".join(problems) + ". Lower "
+            "the groups' counts, num_cpus, num_gpus or resources, change their label_selector, "
+            "or add nodes that have them"
+        )
+
+
+def _shortfalls(
+    groups: Mapping[str, tuple[int, Any]], nodes: Sequence[Mapping[str, Any]], where: str
+) -> list[str]:
+    """For each resource the `groups` ask more of than the `nodes` have together: the demand,
+    group by group, and what `where` has (CPU and GPU, then custom resources by name)."""
+    demand: dict[str, dict[str, float]] = {"CPU": {}, "GPU": {}}
+    for name, (count, node) in groups.items():
+        asks = {"CPU": node["num_cpus"], "GPU": node["num_gpus"]}
+        asks |= plain(node.get("resources")) or {}
+        for resource, amount in asks.items():
+            demand.setdefault(resource, {})[name] = count * amount
+    have: dict[str, float] = {}
+    for node in nodes:
+        for resource, amount in node["Resources"].items():
+            have[resource] = have.get(resource, 0.0) + amount
+    custom = sorted(r for r in have if r not in demand and _is_custom(r))
+    has = ", ".join(f"{r} {have.get(r, 0.0):g}" for r in [*demand, *custom])
+    problems = []
+    for resource, by_group in demand.items():
+        total = sum(by_group.values())
+        if total > have.get(resource, 0.0) + 1e-9:
+            parts = ", ".join(f"{name} {value:g}" for name, value in by_group.items() if value)
+            problems.append(
+                f"the recipe asks for {total:g} {resource} ({parts}) but {where} has "
+                f"{have.get(resource, 0.0):g} (it has {has})"
+            )
+    return problems
+
+
+def _is_custom(resource: str) -> bool:
+    """A resource a recipe can ask for by name (not memory, nor Ray's per-node markers)."""
+    return resource not in ("memory", "object_store_memory") and not resource.startswith("node:")
+
+
+def _label_list(nodes: Sequence[Mapping[str, Any]]) -> str:
+    """The labels the `nodes` carry, but each node's unique id, for an error message."""
+    labels = {f"{k}={v}" for n in nodes for k, v in (n.get("Labels") or {}).items()}
+    return ", ".join(sorted(x for x in labels if not x.startswith("ray.io/node-id="))) or "none"
+
+
+def _labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Whether a node with `labels` satisfies a Ray label selector: per key, `value`,
+    `!value`, `in(a, b)` or `!in(a, b)` (a negation also matches a node without the label)."""
+    for key, expression in selector.items():
+        negated = expression.startswith("!")
+        body = expression.removeprefix("!")
+        if body.startswith("in(") and body.endswith(")"):
+            values = {value.strip() for value in body[3:-1].split(",")}
+        else:
+            values = {body}
+        if (labels.get(key) in values) == negated:
+            return False
+    return True
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -146,12 +218,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_step(
     trainer: TrainerGroup, checkpoints: Path, step: int, sampler_state: dict[str, int]
-) -> None:
+) -> Path:
     """Checkpoint after `step`: the trainer's state, plus the RNG states and the sampler's
     position before the batch of step + 1 was drawn (batches drawn ahead for overlapped steps
     are not trained yet: a resumed run draws them again)."""
     extra = {"step": step, "sampler": sampler_state, "rng": rng_state()}
-    trainer.save_checkpoint(str(checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"), extra)
+    return Path(trainer.save_checkpoint(str(checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"), extra))
 
 
 def load_step(trainer: TrainerGroup, checkpoint: Path, sampler: BatchSampler) -> int:

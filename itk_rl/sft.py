@@ -212,7 +212,10 @@ def generation_check(cfg: DictConfig, final: Path, eval_set: list[SftExample]) -
     requests = [ChatRequest(e.sample.messages, e.sample.images) for e in examples]
     params = SamplingParams(max_new_tokens=check.max_new_tokens, temperature=0.0)
     engine = {**plain(check.component), "model": str(final)}
-    with RolloutWorkers(engine, check.num_actors, check.num_cpus, check.num_gpus, 0, 0) as workers:
+    placement = plain(check.resources), plain(check.label_selector)
+    with RolloutWorkers(
+        engine, check.num_actors, check.num_cpus, check.num_gpus, 0, 0, *placement
+    ) as workers:
         outputs = [group[0].text for group in workers.generate(requests, params)]
     parsed = [parse(text) for text in outputs]
     n = max(len(examples), 1)

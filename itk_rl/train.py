@@ -15,7 +15,6 @@ phase.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -23,10 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from itk_rl.critic_grpo import (
-    ScoredBatch,
+    Actors,
+    GRPORun,
     StepSettings,
     finish_step,
-    rollout_and_score,
     scored_batches,
     sync_weights,
 )
@@ -52,7 +51,7 @@ from itk_rl.metrics import progress_line
 from itk_rl.rewards.judge_pool import JudgePool
 from itk_rl.rollout.pool import GeneratorPool
 from itk_rl.rollout.workers import RolloutWorkers
-from itk_rl.trainer.group import TrainerGroup
+from itk_rl.trainer.group import TrainerFailed, TrainerGroup
 
 CONSOLE_KEYS = (
     "reward/total",
@@ -67,10 +66,12 @@ CONSOLE_KEYS = (
 
 
 def actor_groups(cfg: DictConfig) -> dict[str, tuple[int, DictConfig]]:
-    """The GRPO run's actor groups: name → (actor count, node with num_cpus/num_gpus).
+    """The GRPO run's actor groups: name → (actor count, node with num_cpus, num_gpus,
+    resources and label_selector).
 
     Rollout, generator and judge share one recipe shape: `component` (what each actor
-    builds), `num_actors`, `num_cpus`, `num_gpus`; the trainer's ranks are `world_size`.
+    builds), `num_actors`, `num_cpus`, `num_gpus`, and the custom Ray `resources` and node
+    `label_selector` that place the group on a node type; the trainer's ranks are `world_size`.
     """
     return {
         "rollout": (cfg.rollout.num_actors, cfg.rollout),
@@ -78,20 +79,6 @@ def actor_groups(cfg: DictConfig) -> dict[str, tuple[int, DictConfig]]:
         "judge": (cfg.judge.num_actors, cfg.judge),
         "trainer": (cfg.trainer.world_size, cfg.trainer),
     }
-
-
-@dataclass
-class Actors:
-    """Every actor group of the run; counts and resources come from the recipe only."""
-
-    workers: RolloutWorkers
-    generators: GeneratorPool
-    judges: JudgePool
-    trainer: TrainerGroup
-
-    def shutdown(self) -> None:
-        for group in (self.workers, self.generators, self.judges, self.trainer):
-            group.shutdown()
 
 
 def start_actors(cfg: DictConfig) -> Actors:
@@ -102,6 +89,9 @@ def start_actors(cfg: DictConfig) -> Actors:
             num_actors=rollout.num_actors,
             num_cpus=rollout.num_cpus,
             num_gpus=rollout.num_gpus,
+            resources=plain(rollout.resources),
+            label_selector=plain(rollout.label_selector),
+            call_timeout_s=rollout.call_timeout_s,
             max_restarts=cfg.fault_tolerance.max_restarts,
             max_task_retries=cfg.fault_tolerance.max_task_retries,
         ),
@@ -110,8 +100,11 @@ def start_actors(cfg: DictConfig) -> Actors:
             num_actors=generator.num_actors,
             num_cpus=generator.num_cpus,
             num_gpus=generator.num_gpus,
+            resources=plain(generator.resources),
+            label_selector=plain(generator.label_selector),
             max_batch_size=generator.max_batch_size,
             max_wait_s=generator.max_wait_s,
+            call_timeout_s=generator.call_timeout_s,
             max_restarts=cfg.fault_tolerance.max_restarts,
             max_task_retries=cfg.fault_tolerance.max_task_retries,
         ),
@@ -120,6 +113,9 @@ def start_actors(cfg: DictConfig) -> Actors:
             num_actors=judge.num_actors,
             num_cpus=judge.num_cpus,
             num_gpus=judge.num_gpus,
+            resources=plain(judge.resources),
+            label_selector=plain(judge.label_selector),
+            call_timeout_s=judge.call_timeout_s,
             max_restarts=cfg.fault_tolerance.max_restarts,
             max_task_retries=cfg.fault_tolerance.max_task_retries,
         ),
@@ -157,7 +153,9 @@ def train(cfg: DictConfig) -> Path:
     connect_ray(cfg.cluster)
     check_resources(actor_groups(cfg))
     actors = start_actors(cfg)
+    run = GRPORun(actors, template, reward_fn, settings, cfg.seed)
     start, log, batches = 0, None, None
+    faults = dict.fromkeys(("restarts", "steps_redone", "recovery_s"), 0.0)
     try:
         checkpoint = resume_from(cfg, checkpoints)
         if checkpoint is not None:
@@ -166,50 +164,69 @@ def train(cfg: DictConfig) -> Path:
             print(f"[train] resumed from {checkpoint} at step {start}")
         log = open_metrics(out, start)
         # --- loop ---
+        first_state = sampler.state()
         sampler_before: dict[int, dict[str, int]] = {}  # step → sampler state before its batch
 
         def draw(step: int) -> list[CriticSample]:
             sampler_before[step] = sampler.state()
             return [records[i] for i in sampler.next_batch()]
 
-        def produce(step: int, batch: list[CriticSample]) -> ScoredBatch:
-            return rollout_and_score(
-                step=step,
-                seed=cfg.seed,
-                batch=batch,
-                template=template,
-                workers=actors.workers,
-                generators=actors.generators,
-                judges=actors.judges,
-                reward_fn=reward_fn,
-                settings=settings,
+        def recover(failure: TrainerFailed, failed_step: int) -> int:
+            """A new trainer group from the last checkpoint (or the start); returns its step."""
+            nonlocal log
+            faults["restarts"] += 1
+            if faults["restarts"] > cfg.fault_tolerance.max_trainer_restarts:
+                raise RuntimeError(
+                    f"the trainer failed again at step {failed_step} after "
+                    f"fault_tolerance.max_trainer_restarts="
+                    f"{cfg.fault_tolerance.max_trainer_restarts} rebuilds"
+                ) from failure
+            began = time.perf_counter()
+            actors.trainer.kill()
+            actors.trainer = TrainerGroup(cfg.critic.model_path, plain(cfg.trainer))
+            resumed = start
+            if saved is not None:
+                resumed = load_step(actors.trainer, saved, sampler)
+            else:
+                sampler.load_state(first_state)
+            sync_weights(actors.trainer, actors.workers)
+            sampler_before.clear()
+            faults["steps_redone"] += failed_step - 1 - resumed
+            faults["recovery_s"] += time.perf_counter() - began
+            log.close()
+            log = open_metrics(out, resumed)
+            print(
+                f"[train] {failure}; trainer rebuilt from {saved or 'the start'} in "
+                f"{time.perf_counter() - began:.1f} s: steps {resumed + 1}..{failed_step} again",
+                flush=True,
             )
+            return resumed
 
-        steps = range(start + 1, cfg.total_steps + 1)
-        batches = scored_batches(steps, cfg.algorithm.max_staleness, draw, produce)
-        step_end = time.perf_counter()
-        for step, scored, waited in batches:
-            views = cfg.logging.sample_every and step % cfg.logging.sample_every == 0
-            result = finish_step(
-                scored,
-                workers=actors.workers,
-                generators=actors.generators,
-                judges=actors.judges,
-                trainer=actors.trainer,
-                settings=settings,
-                started=step_end,
-                num_views=cfg.logging.num_samples if views else 0,
-            )
+        step, saved = start, checkpoint
+        while step < cfg.total_steps:
+            steps = range(step + 1, cfg.total_steps + 1)
+            batches = scored_batches(run, steps, cfg.algorithm.max_staleness, draw)
             step_end = time.perf_counter()
-            result.metrics["time/wait_for_batch_s"] = waited
-            record(out, log, step, result.metrics)
-            log.samples(step, result.views)
-            print(progress_line(step, cfg.total_steps, result.metrics, CONSOLE_KEYS), flush=True)
-            if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
-                # Batches drawn ahead are not trained yet: a resumed run draws them again.
-                state = sampler_before.get(step + 1, sampler.state())
-                save_step(actors.trainer, checkpoints, step, state)
-            del sampler_before[step]
+            try:
+                for step, scored, waited in batches:
+                    views = cfg.logging.sample_every and step % cfg.logging.sample_every == 0
+                    num_views = cfg.logging.num_samples if views else 0
+                    result = finish_step(run, scored, started=step_end, num_views=num_views)
+                    step_end = time.perf_counter()
+                    result.metrics["time/wait_for_batch_s"] = waited
+                    result.metrics |= {f"fault/trainer_{k}": v for k, v in faults.items()}
+                    record(out, log, step, result.metrics)
+                    log.samples(step, result.views)
+                    line = progress_line(step, cfg.total_steps, result.metrics, CONSOLE_KEYS)
+                    print(line, flush=True)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.total_steps:
+                        # Batches drawn ahead are not trained yet: a resumed run redraws them.
+                        state = sampler_before.get(step + 1, sampler.state())
+                        saved = save_step(actors.trainer, checkpoints, step, state)
+                    del sampler_before[step]
+            except TrainerFailed as failure:
+                batches.close()
+                step = recover(failure, step)
         # --- cleanup ---
         final = export_final(actors.trainer, out)
     finally:

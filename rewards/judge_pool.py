@@ -12,7 +12,7 @@ dropping the sample is the driver's choice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -24,7 +24,7 @@ from itk_rl.rollout.actors import BatchedActorGroup
 
 class JudgePool(BatchedActorGroup):
     """`num_actors` actors, each building one judge from `judge_config` (a plain dict with
-    `_target_`). Resources, restarts and batching as in `GeneratorPool`."""
+    `_target_`). Resources, placement, restarts, time-outs and batching as in `GeneratorPool`."""
 
     def __init__(
         self,
@@ -37,6 +37,9 @@ class JudgePool(BatchedActorGroup):
         max_batch_size: int = 16,
         max_wait_s: float = 0.01,
         max_in_flight: int = 2,
+        resources: Mapping[str, float] | None = None,
+        label_selector: Mapping[str, str] | None = None,
+        call_timeout_s: float | None = None,
     ) -> None:
         super().__init__(
             config=judge_config,
@@ -49,6 +52,10 @@ class JudgePool(BatchedActorGroup):
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_s,
             max_in_flight=max_in_flight,
+            resources=resources,
+            label_selector=label_selector,
+            call_timeout_s=call_timeout_s,
+            group="judge",
         )
 
     def submit(

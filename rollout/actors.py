@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+PROBE_INTERVAL_S = 0.2
+"""How often an actor that Ray is restarting is asked whether it is back."""
 
 
 def build_component(config: dict[str, Any]) -> Any:
@@ -83,22 +87,35 @@ def make_actors(
     num_gpus: float,
     max_restarts: int,
     max_task_retries: int,
+    resources: Mapping[str, float] | None = None,
+    label_selector: Mapping[str, str] | None = None,
+    group: str = "actor",
 ) -> list[ray.actor.ActorHandle]:
     """Start `num_actors` actors of `actor_class(config)` and wait until each has built its
-    component (errors in `config` surface here, not on the first call).
+    component (errors in `config` surface here, not on the first call). Each is named
+    `itk-<group>-<index>-<8 hex digits>` (in the dashboard, and for `ray.get_actor`).
 
     `max_restarts` / `max_task_retries`: Ray restarts an actor that died (its component is
-    rebuilt from `config`) and re-runs the calls it had in flight.
+    rebuilt from `config`) and re-runs the calls it had in flight. `resources` (custom Ray
+    resources, {name: amount}) and `label_selector` ({label: value}) place each actor on a
+    node type: a node that has those resources, or those labels.
     """
     if num_actors < 1:
         raise ValueError(f"num_actors must be >= 1, got {num_actors}")
-    remote_class = ray.remote(actor_class).options(
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        max_restarts=max_restarts,
-        max_task_retries=max_task_retries,
-    )
-    actors = [remote_class.remote(config) for _ in range(num_actors)]
+    remote_class = ray.remote(actor_class)
+    options = {
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "max_restarts": max_restarts,
+        "max_task_retries": max_task_retries,
+        "resources": dict(resources) if resources else None,
+        "label_selector": dict(label_selector) if label_selector else None,
+    }
+    run = uuid.uuid4().hex[:8]
+    actors = [
+        remote_class.options(name=f"itk-{group}-{index}-{run}", **options).remote(config)
+        for index in range(num_actors)
+    ]
     try:
         ray.get([actor.ready.remote() for actor in actors])
     except Exception:
@@ -122,20 +139,35 @@ class _Item:
     arrival: float
     futures: list[Future] = field(default_factory=list)
     alone: bool = False  # its batch failed: it goes alone, to find the item at fault
+    tries: int = 0  # calls of it lost because their actor died or hung
+    avoid: _ActorState | None = None  # that actor: the next try goes elsewhere if it can
 
 
-@dataclass
+@dataclass(eq=False)
+class _Call:
+    """One call in flight on one actor: a batch, or a `ready` probe (no items) after the actor
+    was restarted. `settled` once answered or given up (a late answer is then ignored)."""
+
+    actor: _ActorState
+    items: list[_Item]
+    deadline: float
+    settled: bool = False
+
+
+@dataclass(eq=False)
 class _ActorState:
     handle: ray.actor.ActorHandle
-    in_flight: int = 0
+    calls: list[_Call] = field(default_factory=list)  # in flight, in the order they run
     alive: bool = True
+    probing: bool = False  # died or hung: no batch until its `ready` answers
     busy_s: float = 0.0
     batches: int = 0
     items: int = 0
+    timeouts: int = 0
 
     def report(self, wall_s: float) -> dict[str, Any]:
         fraction = min(1.0, self.busy_s / wall_s)
-        names = ("busy_s", "batches", "items", "alive")
+        names = ("busy_s", "batches", "items", "alive", "timeouts")
         return {"busy_fraction": fraction, **{name: getattr(self, name) for name in names}}
 
 
@@ -149,12 +181,19 @@ class BatchedActorGroup:
     actors). It goes to the live actor with the fewest batches in flight, then the least busy.
 
     Requests with the same `key` that are waiting or in flight are served once; every caller
-    gets the result. Failures: when a batch raises, its items are retried one by one so that
-    only the item at fault fails (its future carries the exception; no result is made up).
-    An actor that dies mid-call is restarted and the call re-run by Ray (`max_restarts`,
-    `max_task_retries`). When a call still fails because its actor died (those are spent),
-    the pool stops using that actor and sends the batch to the others; with none left, the
-    items fail.
+    gets the result. Failures, none of which is ever answered with a made-up result:
+    - a batch that raises: its items are retried one by one, so only the item at fault fails
+      (its future carries the exception);
+    - an actor that dies mid-call: Ray restarts it (`max_restarts`); the pool sends the lost
+      batch's items to another live actor and probes the dead one with `ready` before using it
+      again (a probe that fails: restarts spent, the actor is left out for good);
+    - a call not answered within `call_timeout_s` (None: no limit; a batch queued behind
+      another on its actor gets its own limit after that one's): the actor is taken as hung,
+      killed and restarted by Ray, and every batch in flight on it is sent elsewhere, as for a
+      death.
+    An item whose call was running when its actor died or hung more than `max_task_retries`
+    times fails with that error (`TimeoutError` for a hang; calls queued behind it on that actor
+    never ran and are re-sent as they are); with no live actor left, every waiting item fails.
     """
 
     def __init__(
@@ -169,19 +208,31 @@ class BatchedActorGroup:
         max_batch_size: int,
         max_wait_s: float,
         max_in_flight: int = 2,
+        resources: Mapping[str, float] | None = None,
+        label_selector: Mapping[str, str] | None = None,
+        call_timeout_s: float | None = None,
+        group: str = "pool",
     ) -> None:
         if max_batch_size < 1 or max_wait_s < 0 or max_in_flight < 1:
             raise ValueError(
                 f"need max_batch_size >= 1, max_wait_s >= 0, max_in_flight >= 1; got "
                 f"{max_batch_size}, {max_wait_s}, {max_in_flight}"
             )
+        if call_timeout_s is not None and call_timeout_s <= 0:
+            raise ValueError(f"call_timeout_s must be > 0 or None, got {call_timeout_s}")
         self.method, self.max_batch_size, self.max_wait_s = method, max_batch_size, max_wait_s
-        self.max_in_flight = max_in_flight
-        resources = (num_actors, num_cpus, num_gpus, max_restarts, max_task_retries)
-        self.actors = make_actors(ComponentActor, config, *resources)
+        self.max_in_flight, self.max_task_retries = max_in_flight, max_task_retries
+        self.call_timeout_s = call_timeout_s
+        # Ray re-runs no call itself (0 task retries): the pool re-sends lost batches, to
+        # another actor where it can, and knows which call is a hung one's re-run.
+        counts = (num_actors, num_cpus, num_gpus, max_restarts, 0)
+        self.actors = make_actors(
+            ComponentActor, config, *counts, resources, label_selector, group=group
+        )
         self._actors = [_ActorState(handle) for handle in self.actors]
         self._pending: deque[_Item] = deque()
         self._by_key: dict[Hashable, _Item] = {}
+        self._probes: deque[_Call] = deque()  # to send: actors that died or hung
         self._cond = threading.Condition()
         self._closed = False
         self.reset_stats()
@@ -214,8 +265,9 @@ class BatchedActorGroup:
 
     def stats(self) -> dict[str, Any]:
         """Since start or `reset_stats`: per-actor busy fraction (seconds inside the component's
-        method / wall seconds; a batch counts when it finishes), requests, deduplicated,
-        served (unique items answered), failed, batches and mean batch size."""
+        method / wall seconds; a batch counts when it finishes) and time-outs, requests,
+        deduplicated, served (unique items answered), failed, retried (items re-sent after
+        their actor died or hung), timeouts, batches and mean batch size."""
         with self._cond:
             wall = max(time.monotonic() - self._since, 1e-9)
             actors = [a.report(wall) for a in self._actors]
@@ -232,9 +284,10 @@ class BatchedActorGroup:
     def reset_stats(self) -> None:
         with self._cond:
             self._since = time.monotonic()
-            self._counts = dict.fromkeys(("requests", "deduplicated", "served", "failed"), 0)
+            names = ("requests", "deduplicated", "served", "failed", "retried", "timeouts")
+            self._counts = dict.fromkeys(names, 0)
             for actor in self._actors:
-                actor.busy_s, actor.batches, actor.items = 0.0, 0, 0
+                actor.busy_s, actor.batches, actor.items, actor.timeouts = 0.0, 0, 0, 0
 
     def shutdown(self) -> None:
         """Stop dispatching and kill the actors; unanswered requests fail. Idempotent."""
@@ -261,64 +314,153 @@ class BatchedActorGroup:
                 picked = self._next_batch()
             if picked is None:
                 return
-            actor, batch = picked
-            ref = actor.handle.call_batch.remote(self.method, [item.args for item in batch])
+            call = picked
+            if call.items:
+                args = [item.args for item in call.items]
+                ref = call.actor.handle.call_batch.remote(self.method, args)
+            else:
+                ref = call.actor.handle.ready.remote()
             # `r=ref` keeps the ObjectRef alive until its result has been read
-            ref.future().add_done_callback(
-                lambda done, a=actor, b=batch, r=ref: self._on_done(a, b, done)
-            )
+            ref.future().add_done_callback(lambda done, c=call, r=ref: self._on_done(c, done))
 
-    def _on_done(self, actor: _ActorState, batch: list[_Item], done: Future) -> None:
+    def _on_done(self, call: _Call, done: Future) -> None:
         """Ray swallows callback errors: turn a bug here into failed items, never a hang."""
         try:
-            self._done(actor, batch, done)
+            self._done(call, done)
         except Exception as error:
-            self._finish(batch, error=error)
+            self._finish(call.items, error=error)
 
-    def _next_batch(self) -> tuple[_ActorState, list[_Item]] | None:
-        """Wait (holding the condition) until a batch may leave; None once closed."""
+    def _deadline(self, actor: _ActorState, now: float) -> float:
+        """When a batch sent now to `actor` is overdue: `call_timeout_s` after it can start."""
+        if self.call_timeout_s is None:
+            return float("inf")
+        start = max([now, *(call.deadline for call in actor.calls)])
+        return start + self.call_timeout_s
+
+    def _send(self, actor: _ActorState, items: list[_Item]) -> _Call:
+        """Record a batch call to `actor` (hold the condition); `_run` makes it."""
+        call = _Call(actor, items, self._deadline(actor, time.monotonic()))
+        actor.calls.append(call)
+        return call
+
+    def _next_batch(self) -> _Call | None:
+        """Wait (holding the condition) until a call may leave; None once closed. Overdue
+        calls are handled on the way (their actors killed, their items sent back)."""
         while not self._closed:
-            live = [a for a in self._actors if a.alive and a.in_flight < self.max_in_flight]
+            now = time.monotonic()
+            self._expire_overdue(now)
+            if self._probes:
+                return self._probes.popleft()
+            live = [
+                a
+                for a in self._actors
+                if a.alive and not a.probing and len(a.calls) < self.max_in_flight
+            ]
+            wait = min([call.deadline for a in self._actors for call in a.calls] or [now + 3600])
+            wait -= now
             if self._pending and live:
                 head = self._pending[0]
-                wait = head.arrival + self.max_wait_s - time.monotonic()
-                if head.alone or len(self._pending) >= self.max_batch_size or wait <= 0:
-                    actor = min(live, key=lambda a: (a.in_flight, a.busy_s))
+                fill = head.arrival + self.max_wait_s - now
+                if head.alone or len(self._pending) >= self.max_batch_size or fill <= 0:
+                    others = [a for a in live if a is not head.avoid] or live
+                    actor = min(others, key=lambda a: (len(a.calls), a.busy_s))
                     size = 1 if head.alone else self.max_batch_size
                     batch = [self._pending.popleft()]
                     while self._pending and len(batch) < size and not self._pending[0].alone:
                         batch.append(self._pending.popleft())
-                    actor.in_flight += 1
-                    return actor, batch
-                self._cond.wait(wait)
-            else:
-                self._cond.wait()
+                    return self._send(actor, batch)
+                wait = min(wait, fill)
+            self._cond.wait(min(max(wait, 0.0), 3600.0))
         return None
 
-    def _done(self, actor: _ActorState, batch: list[_Item], done: Future) -> None:
-        """Runs in a Ray callback thread when a batch's ObjectRef resolves."""
-        error = done.exception()
+    def _expire_overdue(self, now: float) -> None:
+        """An actor with an overdue call is taken as hung: killed (Ray restarts it), its calls
+        given up and their items sent back (hold the condition)."""
+        for actor in self._actors:
+            if actor.alive and any(call.deadline <= now for call in actor.calls):
+                self._counts["timeouts"] += 1
+                actor.timeouts += 1
+                ray.kill(actor.handle, no_restart=False)
+                hung = TimeoutError(
+                    f"a {self.method!r} call was not answered within call_timeout_s="
+                    f"{self.call_timeout_s}; its actor was restarted"
+                )
+                self._lose_calls(actor, hung)
+
+    def _lose_calls(self, actor: _ActorState, error: BaseException) -> None:
+        """Give up `actor`'s calls in flight (hold the condition): their items go back first in
+        line, or fail with `error` if lost too often; the actor is probed before it gets more.
+        The probe has no deadline: a restart may load a large model; Ray fails it if the actor
+        cannot come back."""
+        running = actor.calls[0].items if actor.calls else []  # calls run in order
+        lost = [item for call in actor.calls for item in call.items]
+        for call in actor.calls:
+            call.settled = True
+        actor.calls.clear()
+        actor.probing = True
+        retry, failed = [], []
+        for item in lost:
+            item.tries += item in running  # the calls queued behind it never ran
+            item.avoid = actor
+            (retry if item.tries <= self.max_task_retries else failed).append(item)
+        self._counts["retried"] += len(retry)
+        self._pending.extendleft(reversed(retry))
+        self._cond.notify_all()
+        if failed:
+            threading.Thread(target=self._finish, args=(failed, None, error), daemon=True).start()
+        probe = _Call(actor, [], float("inf"))
+        actor.calls.append(probe)
+        self._probes.append(probe)
+
+    def _probe_again(self, actor: _ActorState) -> None:
         with self._cond:
-            actor.in_flight -= 1
-            if error is None:
+            if not self._closed:
+                probe = _Call(actor, [], float("inf"))
+                actor.calls.append(probe)
+                self._probes.append(probe)
+                self._cond.notify_all()
+
+    def _done(self, call: _Call, done: Future) -> None:
+        """Runs in a Ray callback thread when a call's ObjectRef resolves."""
+        error = done.exception()
+        items = call.items
+        with self._cond:
+            if call.settled:  # given up already (its actor hung): the late answer is ignored
+                return
+            call.settled = True
+            actor = call.actor
+            actor.calls.remove(call)
+            if not items and isinstance(error, ActorUnavailableError):  # still restarting
+                threading.Timer(PROBE_INTERVAL_S, self._probe_again, (actor,)).start()
+                return
+            if not items:  # a probe: the actor is back, or gone for good
+                actor.probing = False
+                actor.alive = error is None
+                if not any(a.alive for a in self._actors):
+                    items, self._pending = list(self._pending), deque()
+                    error = error or RuntimeError(f"no live {self.method!r} actor is left")
+                self._cond.notify_all()
+                if error is None or not items:
+                    return
+            elif error is None:
                 results, seconds = done.result()
                 actor.busy_s += seconds
                 actor.batches += 1
-                actor.items += len(batch)
+                actor.items += len(items)
             elif self._closed:
                 pass  # failed below
-            elif isinstance(error, RayActorError):
-                actor.alive = False  # Ray's restarts and task retries for it are spent
-                if any(a.alive for a in self._actors):
-                    self._pending.extendleft(reversed(batch))
-                    batch = []
-            elif len(batch) > 1:  # find the item at fault: retry each alone, first in line
-                for item in batch:
+            elif isinstance(error, RayActorError):  # died mid-call: its items go elsewhere
+                call.settled = False  # lost with the actor's other calls
+                actor.calls.insert(0, call)
+                self._lose_calls(actor, error)
+                return
+            elif len(items) > 1:  # find the item at fault: retry each alone, first in line
+                for item in items:
                     item.alone = True
-                self._pending.extendleft(reversed(batch))
-                batch = []
+                self._pending.extendleft(reversed(items))
+                items = []
             self._cond.notify_all()
-        self._finish(batch, results if error is None else None, error)
+        self._finish(items, results if error is None else None, error)
 
     def _finish(
         self,

@@ -10,7 +10,7 @@ Callers get `concurrent.futures.Future`s (the async style of every actor group: 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -43,10 +43,15 @@ class GeneratorPool(BatchedActorGroup):
         num_actors, num_cpus, num_gpus: how many actors and what each one reserves.
         max_batch_size: most requests in one generator call.
         max_wait_s: how long the oldest waiting request may wait for a batch to fill.
-        max_restarts, max_task_retries: Ray's fault tolerance for an actor that dies: it is
-            restarted (the generator rebuilt) and its in-flight batch re-run, so no request is
-            lost or answered twice.
+        max_restarts, max_task_retries: an actor that dies or hangs is restarted by Ray (the
+            generator rebuilt) up to `max_restarts` times, and the renders it lost are sent to
+            another actor, each up to `max_task_retries` times, so no request is lost or
+            answered twice (`BatchedActorGroup`).
+        call_timeout_s: a batch not rendered this long after it could start means a hung
+            actor (None: no limit).
         max_in_flight: batches queued on one actor at once (2 hides transfers behind compute).
+        resources, label_selector: custom Ray resources ({name: amount}) and node labels
+            ({label: value}) each actor also needs: they place the pool on a node type.
 
     Results are read-only `[H, W, 3]` uint8 arrays; deduplicated callers share one array.
     """
@@ -62,6 +67,9 @@ class GeneratorPool(BatchedActorGroup):
         max_restarts: int,
         max_task_retries: int,
         max_in_flight: int = 2,
+        resources: Mapping[str, float] | None = None,
+        label_selector: Mapping[str, str] | None = None,
+        call_timeout_s: float | None = None,
     ) -> None:
         super().__init__(
             config=generator_config,
@@ -74,6 +82,10 @@ class GeneratorPool(BatchedActorGroup):
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_s,
             max_in_flight=max_in_flight,
+            resources=resources,
+            label_selector=label_selector,
+            call_timeout_s=call_timeout_s,
+            group="generator",
         )
 
     def submit(self, requests: Sequence[RenderRequest]) -> list[Future[np.ndarray]]:

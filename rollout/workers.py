@@ -10,10 +10,10 @@ in the object store once and passes its ObjectRef, which every worker resolves f
 (no copy per worker through the driver).
 
 Every weight push bumps `weights_version`, and each worker reports the version it sampled
-with. A worker that died and was restarted by Ray has rebuilt its engine from the config, with
-the initial weights: `RolloutWorkers` notices (its version is older than the one the call was made
-under), pushes the latest weights to it and samples that shard again — a restart never
-silently samples an old policy.
+with. A worker that died or hung and was restarted by Ray has rebuilt its engine from the
+config, with the initial weights: `RolloutWorkers` waits until it is back and pushes the latest
+weights to it before it samples again, and a chunk sampled with weights older than the ones it
+was submitted under is sampled again — a restart never silently samples an old policy.
 
 Async style, as in every actor group (see `itk_rl.rollout.actors`): `submit` returns one
 `concurrent.futures.Future` per request, so the next rollout can run while the trainer updates
@@ -23,16 +23,18 @@ Async style, as in every actor group (see `itk_rl.rollout.actors`): `submit` ret
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.actors import ComponentActor, kill_actors, make_actors
+from itk_rl.rollout.actors import PROBE_INTERVAL_S, ComponentActor, kill_actors, make_actors
 
 
 class EngineActor(ComponentActor):
@@ -91,8 +93,14 @@ class RolloutWorkers:
     """`num_actors` actors, each building one `VLMEngine` from `engine_config` (a plain dict
     with `_target_`; the engine must have `update_weights(state_dict)` for weight sync).
 
-    `max_restarts` / `max_task_retries`: Ray restarts a worker that died and re-runs its
-    in-flight calls; the version check above then restores its weights.
+    Faults: a worker that dies is restarted by Ray (`max_restarts`); a chunk not sampled within
+    `call_timeout_s` after it could start (None: no limit) means a hung worker, which is killed
+    and restarted. Either way the group waits until the worker is back (or gone for good),
+    gives it the latest weights, and sends the lost chunk to the next live worker, up to
+    `max_task_retries` times; then the chunk's requests fail with the error (`TimeoutError` for
+    a hang). Ray itself re-runs nothing, so a hung chunk is never re-run where it hung.
+    `resources` and `label_selector` (custom Ray resources and node labels each worker also
+    needs) place the workers on a node type.
     """
 
     def __init__(
@@ -103,7 +111,12 @@ class RolloutWorkers:
         num_gpus: float,
         max_restarts: int,
         max_task_retries: int,
+        resources: Mapping[str, float] | None = None,
+        label_selector: Mapping[str, str] | None = None,
+        call_timeout_s: float | None = None,
     ) -> None:
+        if call_timeout_s is not None and call_timeout_s <= 0:
+            raise ValueError(f"rollout.call_timeout_s must be > 0 or null, got {call_timeout_s}")
         self.workers = make_actors(
             EngineActor,
             engine_config,
@@ -111,9 +124,16 @@ class RolloutWorkers:
             num_cpus=num_cpus,
             num_gpus=num_gpus,
             max_restarts=max_restarts,
-            max_task_retries=max_task_retries,
+            max_task_retries=0,
+            resources=resources,
+            label_selector=label_selector,
+            group="rollout",
         )
+        self.max_task_retries, self.call_timeout_s = max_task_retries, call_timeout_s
         self.weights_version = 0
+        self.faults = {"timeouts": 0, "deaths": 0, "resent": 0, "failed": 0}
+        self._alive = [True] * num_actors
+        self._deadlines = [0.0] * num_actors  # the latest deadline of a chunk queued on each
         self._weights_ref: ray.ObjectRef | None = None
         self._sync_lock = threading.Lock()  # a version and its weights reach a worker together
         # One thread waits on each chunk in flight (a blocked thread costs little; chunks of
@@ -133,16 +153,17 @@ class RolloutWorkers:
         if chunk_records < 0:
             raise ValueError(f"rollout.chunk_records must be >= 0, got {chunk_records}")
         futures: list[Future[Sampled]] = [Future() for _ in requests]
+        live = [i for i, alive in enumerate(self._alive) if alive]
+        if not live:
+            raise RuntimeError("no rollout worker is left (each died after its restarts)")
         with self._sync_lock:
             version = self.weights_version
-            shards = chunk_bounds(len(requests), len(self.workers), chunk_records)
-            for worker, chunks in zip(self.workers, shards, strict=False):
+            shards = chunk_bounds(len(requests), len(live), chunk_records)
+            for index, chunks in zip(live, shards, strict=False):
                 for start, stop in chunks:
-                    chunk = list(requests[start:stop])
-                    ref = worker.generate.remote(chunk, params)
-                    self._collector.submit(
-                        self._collect, worker, chunk, params, ref, version, futures[start:stop]
-                    )
+                    chunk = _Chunk(list(requests[start:stop]), params, version, futures[start:stop])
+                    sent = self._send(index, chunk)
+                    self._collector.submit(self._collect, chunk, *sent)
         return futures
 
     def generate(
@@ -155,7 +176,9 @@ class RolloutWorkers:
         """Load the state dict behind `state_dict_ref` (put in the object store once by the
         caller) into every worker; returns the new `weights_version`.
 
-        The ref is kept, to restore the weights of a worker that restarts later.
+        The ref is kept, to restore the weights of a worker that restarts later. A load queues
+        behind the chunks already on its worker; a worker that dies or hangs meanwhile gets the
+        weights when it is back.
         """
         if not isinstance(state_dict_ref, ray.ObjectRef):
             raise TypeError(
@@ -165,8 +188,12 @@ class RolloutWorkers:
         with self._sync_lock:
             self.weights_version += 1
             self._weights_ref = state_dict_ref
-            refs = [self._push(worker) for worker in self.workers]
-        ray.get(refs)
+            pushes = [(i, self._push(i)) for i, alive in enumerate(self._alive) if alive]
+        for index, ref in pushes:
+            try:
+                ray.get(ref)
+            except RayActorError:  # died behind a chunk: restored when it is back
+                self._restore(index)
         return self.weights_version
 
     def worker_versions(self) -> list[int]:
@@ -174,8 +201,8 @@ class RolloutWorkers:
         return ray.get([worker.version.remote() for worker in self.workers])
 
     def shutdown(self) -> None:
+        kill_actors(self.workers)  # chunks still in flight fail at once
         self._collector.shutdown(wait=True)
-        kill_actors(self.workers)
 
     def __enter__(self) -> RolloutWorkers:
         return self
@@ -183,32 +210,93 @@ class RolloutWorkers:
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
-    def _push(self, worker: ray.actor.ActorHandle) -> ray.ObjectRef:
-        """Queue the latest weights on `worker` (hold `_sync_lock`: pushes keep their order)."""
-        return worker.update_weights.remote(self._weights_ref, self.weights_version)
+    def _count(self, fault: str) -> None:
+        with self._sync_lock:
+            self.faults[fault] += 1
 
-    def _collect(
-        self,
-        worker: ray.actor.ActorHandle,
-        requests: list[ChatRequest],
-        params: SamplingParams,
-        ref: ray.ObjectRef,
-        version: int,
-        futures: list[Future[Sampled]],
-    ) -> None:
-        """Wait for one chunk and settle its requests' futures (with the error if it failed)."""
-        try:
-            shard, used = ray.get(ref)
-            if used < version:  # restarted with the initial weights: restore, sample again
+    def _push(self, index: int) -> ray.ObjectRef:
+        """Queue the latest weights on worker `index` (hold `_sync_lock`: pushes keep their
+        order)."""
+        return self.workers[index].update_weights.remote(self._weights_ref, self.weights_version)
+
+    def _send(self, index: int, chunk: _Chunk) -> tuple[int, ray.ObjectRef, float]:
+        """Queue `chunk` on worker `index` (hold `_sync_lock`); its deadline is `call_timeout_s`
+        after the chunks queued before it on that worker are due."""
+        ref = self.workers[index].generate.remote(chunk.requests, chunk.params)
+        deadline = float("inf")
+        if self.call_timeout_s is not None:
+            deadline = max(time.monotonic(), self._deadlines[index]) + self.call_timeout_s
+            self._deadlines[index] = deadline
+        return index, ref, deadline
+
+    def _restore(self, index: int) -> None:
+        """Wait until worker `index` is back from a restart, then give it the latest weights;
+        a worker whose restarts are spent is left out from now on."""
+        while True:
+            try:
+                ray.get(self.workers[index].version.remote())
+                break
+            except ActorUnavailableError:  # still restarting
+                time.sleep(PROBE_INTERVAL_S)
+            except RayActorError:
+                self._alive[index] = False
+                return
+        with self._sync_lock:
+            if self._weights_ref is not None:
+                self._push(index)
+
+    def _collect(self, chunk: _Chunk, index: int, ref: ray.ObjectRef, deadline: float) -> None:
+        """Wait for one chunk and settle its requests' futures; re-send it if its worker died
+        or hung; fail them with the error once that has happened `max_task_retries` times."""
+        tries = 0
+        while True:
+            try:
+                wait = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
+                shard, used = ray.get(ref, timeout=wait)
+                break
+            except (GetTimeoutError, RayActorError) as error:
+                lost: Exception = error
+                if isinstance(error, GetTimeoutError):
+                    self._count("timeouts")
+                    ray.kill(self.workers[index], no_restart=False)
+                    lost = TimeoutError(
+                        f"a rollout chunk was not sampled within call_timeout_s="
+                        f"{self.call_timeout_s}; its worker was restarted"
+                    )
+                else:
+                    self._count("deaths")
+                self._restore(index)
+                live = [i for i, alive in enumerate(self._alive) if alive]
+                tries += 1
+                if tries > self.max_task_retries or not live:
+                    self._count("failed")
+                    return chunk.fail(lost)
+                self._count("resent")
+                index = min(live, key=lambda i: (i <= index, i))  # the next live worker
                 with self._sync_lock:
-                    self._push(worker)
-                    ref = worker.generate.remote(requests, params)
-                shard, used = ray.get(ref)
-        except Exception as error:
-            for future in futures:
-                with suppress(InvalidStateError):  # cancelled by its caller
-                    future.set_exception(error)
-            return
-        for future, completions in zip(futures, shard, strict=True):
-            with suppress(InvalidStateError):
+                    _, ref, deadline = self._send(index, chunk)
+            except Exception as error:
+                return chunk.fail(error)
+        if used < chunk.version:  # sampled before its worker got the chunk's weights: again
+            with self._sync_lock:
+                _, ref, deadline = self._send(index, chunk)
+            return self._collect(chunk, index, ref, deadline)
+        for future, completions in zip(chunk.futures, shard, strict=True):
+            with suppress(InvalidStateError):  # cancelled by its caller
                 future.set_result(Sampled(completions, used))
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """Requests sampled in one call, the weights version they were submitted under and their
+    callers' futures."""
+
+    requests: list[ChatRequest]
+    params: SamplingParams
+    version: int
+    futures: list[Future[Sampled]]
+
+    def fail(self, error: BaseException) -> None:
+        for future in self.futures:
+            with suppress(InvalidStateError):
+                future.set_exception(error)

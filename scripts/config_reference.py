@@ -57,6 +57,11 @@ DRIVERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         'itk generate "REQUEST" --config-name RECIPE',
         ("generate_testbed", "generate_tiny", "generate_real"),
     ),
+    (
+        "Benchmarks",
+        "itk eval BENCHMARK (recipe eval_BENCHMARK)",
+        ("eval_wise", "eval_wise_verified", "eval_rise", "eval_ueval", "eval_comm"),
+    ),
 )
 SKIPPED = ("defaults", "hydra")  # top-level keys not listed in the tables
 # What Hydra's own keys mean, for those with no comment of their own.

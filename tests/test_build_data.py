@@ -143,3 +143,14 @@ def test_bad_teacher_output_is_counted_and_kept_out(ray_local, tmp_path):
         for p in load_planner_pairs(out / "planner_sft" / f"{side}.parquet")
     }
     assert kept and not kept & bad
+
+
+def test_a_build_the_cluster_cannot_hold_fails_before_any_teacher_starts(ray_local, tmp_path):
+    # Without the check, the teachers' actors would wait forever for a resource no node has.
+    out = tmp_path / "out"
+    cfg = compose_recipe(
+        "data_testbed", [f"output_dir={out}", "prompts.count=2", "teachers.resources={flux: 1}"]
+    )
+    with pytest.raises(RuntimeError, match=r"asks for 2 flux \(teachers 2\) but the Ray cluster"):
+        run(cfg, log=lambda line: None)
+    assert not (out / "trajectories").exists()

@@ -1,4 +1,5 @@
-"""What the drivers share (`itk_rl.job`): the metrics log trimmed on resume."""
+"""What the drivers share (`itk_rl.job`): the metrics log trimmed on resume, and the check that
+the recipe's actor groups fit the Ray cluster (CPUs, GPUs, custom resources, node labels)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from itk_rl.eval.report import read_metrics
-from itk_rl.job import trim_metrics
+from itk_rl.job import check_resources, trim_metrics
 
 
 def _line(step: int) -> str:
@@ -61,3 +62,46 @@ def test_an_unreadable_line_before_the_last_raises_naming_the_file_and_line(
 def test_a_missing_log_stays_missing(tmp_path: Path) -> None:
     trim_metrics(tmp_path / "metrics.jsonl", 3)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def _group(cpus: float, resources: dict | None = None, selector: dict | None = None) -> dict:
+    """An actor group's recipe node as the check reads it."""
+    return {"num_cpus": cpus, "num_gpus": 0, "resources": resources, "label_selector": selector}
+
+
+@pytest.mark.usefixtures("ray_local")  # one node: 8 CPUs, no GPU, no custom resources
+def test_custom_resources_the_cluster_lacks_or_has_too_few_of_fail_naming_each_demand() -> None:
+    fits = {"rollout": (2, _group(1)), "trainer": (2, _group(2, {}))}
+    check_resources(fits)  # 6 of 8 CPUs, nothing else asked: passes
+    groups = {
+        "generator": (2, _group(1, {"flux": 1})),
+        "judge": (1, _group(0.5, {"flux": 0.5})),
+        "trainer": (2, _group(3)),
+    }
+    with pytest.raises(RuntimeError) as error:
+        check_resources(groups)
+    message = str(error.value)
+    assert "asks for 8.5 CPU (generator 2, judge 0.5, trainer 6) but the Ray cluster has 8" in (
+        message
+    )
+    assert "asks for 2.5 flux (generator 2, judge 0.5) but the Ray cluster has 0" in message
+    assert "it has CPU 8, GPU 0, flux 0" in message
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_a_label_selector_is_checked_against_the_nodes_it_matches() -> None:
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    on_it = {"ray.io/node-id": node}
+    check_resources({"judge": (2, _group(1, selector=on_it))})
+    check_resources({"judge": (2, _group(1, selector={"ray.io/node-id": f"in(x, {node})"}))})
+    unknown = r"generator asks for nodes labelled \{'node-type': 'flux'\} but no node matches"
+    with pytest.raises(RuntimeError, match=unknown):
+        check_resources({"generator": (1, _group(1, selector={"node-type": "flux"}))})
+    with pytest.raises(RuntimeError, match=r"judge asks for nodes labelled .* but no node matches"):
+        check_resources({"judge": (1, _group(1, selector={"ray.io/node-id": f"!in({node})"}))})
+    with pytest.raises(
+        RuntimeError, match=r"asks for 9 CPU \(judge 9\) but the part of the cluster labelled"
+    ):
+        check_resources({"judge": (3, _group(3, selector=on_it))})

@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "eval": {"formats", "interfaces", "pipeline", "rollout", "testbed"},
 }
 # Modules inside a library folder that are drivers all the same.
-DRIVER_MODULES = {"itk_rl.pipeline.generate"}
+DRIVER_MODULES = {"itk_rl.pipeline.generate", "itk_rl.eval.command"}
 
 
 def module_name(path: Path) -> str:

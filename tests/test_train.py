@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -89,7 +92,7 @@ def _metrics(run: Path) -> dict[int, dict[str, float]]:
 
 
 def _deterministic(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "perf/"))}
+    return {k: v for k, v in metrics.items() if not k.startswith(("time/", "perf/", "fault/"))}
 
 
 @pytest.mark.usefixtures("ray_local", "user_rewards")
@@ -224,3 +227,40 @@ def test_grpo_with_vllm_rollout_workers(tmp_path: Path) -> None:
     events = EventAccumulator(str(final.parent / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("rollout/logprob_gap_mean")] == [1, 2]
+
+
+def _kill_a_trainer_rank_after(run: Path, steps: int, seen: dict[str, object]) -> None:
+    """Once `steps` steps are logged, keep their metrics and SIGKILL one trainer rank's process,
+    as a node losing a GPU worker."""
+    metrics = run / "metrics.jsonl"
+    while not metrics.is_file() or len(metrics.read_text().splitlines()) < steps:
+        time.sleep(0.2)
+    seen["metrics"] = _metrics(run)
+    ranks = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "ray::TrainerWorker" in " ".join(p.info["cmdline"] or [])
+    ]
+    seen["ranks"] = len(ranks)
+    ranks[-1].kill()
+
+
+@pytest.mark.usefixtures("ray_local", "user_rewards")
+def test_a_dead_trainer_rank_is_replaced_in_the_same_job_and_the_steps_since_redone(
+    tmp_path: Path,
+) -> None:
+    # A rank is killed during step 4 (checkpoint after step 2): the driver notices at the next
+    # trainer call, rebuilds the group from step 2's checkpoint and redoes step 3 (and 4); the
+    # redone step 3 equals the one logged before the failure, every step is logged once.
+    run, seen = tmp_path / "recovered", {}
+    killer = threading.Thread(target=_kill_a_trainer_rank_after, args=(run, 3, seen))
+    killer.start()
+    train(_config(tmp_path, tmp_path / "inputs", "recovered", 4))
+    killer.join()
+    metrics = _metrics(run)
+    assert seen["ranks"] == 2 and sorted(metrics) == [1, 2, 3, 4]
+    assert _deterministic(metrics[3]) == pytest.approx(_deterministic(seen["metrics"][3]), rel=1e-5)
+    assert (
+        metrics[4]["fault/trainer_restarts"] == 1.0 and metrics[4]["fault/trainer_recovery_s"] > 0
+    )
+    assert metrics[4]["fault/trainer_steps_redone"] == 1.0  # step 3 (step 4 had not finished)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -88,7 +88,9 @@ class Teacher:
 
 class TeacherPool(BatchedActorGroup):
     """`num_actors` actors, each running one `Teacher` built from `teacher_config` (a plain
-    dict: `_target_` Teacher, and the pipeline, generator, planner, critic configs)."""
+    dict: `_target_` Teacher, and the pipeline, generator, planner, critic configs).
+    Resources, placement, restarts and time-outs (`call_timeout_s`: one prompt's whole
+    trajectory) as in `GeneratorPool`."""
 
     def __init__(
         self,
@@ -98,6 +100,9 @@ class TeacherPool(BatchedActorGroup):
         num_gpus: float,
         max_restarts: int,
         max_task_retries: int,
+        resources: Mapping[str, float] | None = None,
+        label_selector: Mapping[str, str] | None = None,
+        call_timeout_s: float | None = None,
     ) -> None:
         super().__init__(
             config=teacher_config,
@@ -109,6 +114,10 @@ class TeacherPool(BatchedActorGroup):
             max_task_retries=max_task_retries,
             max_batch_size=1,
             max_wait_s=0.0,
+            resources=resources,
+            label_selector=label_selector,
+            call_timeout_s=call_timeout_s,
+            group="teacher",
         )
 
     def submit(self, prompts: Sequence[Prompt]) -> list[Future[dict[str, Any]]]:

@@ -6,4 +6,7 @@ metrics.py    per-attempt / step / task outcomes, metric ratios, bootstrap inter
 report.py     the main job's HTML report with its plots
 lockstep.py   one engine shared by a fixed group of threads, answered in rounds (batched
               critic calls, the same batches on every run)
+benchmarks/   WISE, RISEBench, UEval, CoMM: loaders, answer parsers, official aggregation
+harness/      `itk eval`: the benchmarks run on a system, judged, scored, reported
+command.py    the `itk eval` driver
 """

@@ -19,10 +19,17 @@ class TrainerConfig:
     """Defaults follow the paper's critic GRPO (DESIGN §1): lr 2e-6, KL coefficient 1e-3,
     temperature 1.0, vision tower frozen."""
 
-    # Resources, read by TrainerGroup: ranks, and what each rank's actor reserves.
+    # Resources, read by TrainerGroup: ranks, and what each rank's actor reserves; custom Ray
+    # resources ({name: amount}) and node labels ({label: value}) each rank's placement-group
+    # bundle also needs, to place the group on a node type (None: none).
     world_size: int = 1
     num_cpus: float = 1
     num_gpus: float = 0
+    resources: dict[str, float] | None = None
+    label_selector: dict[str, str] | None = None
+    # Seconds any trainer call (placement, update, checkpoint, weight gather) may take before
+    # the group counts as failed and is rebuilt from the last checkpoint (None: no limit).
+    call_timeout_s: float | None = None
     # Model: parameter dtype ("float32", "bfloat16"), bf16 compute with fp32 gradient reduction,
     # ZeRO-3 (True) or ZeRO-2 (False), activation checkpointing, frozen vision tower.
     dtype: str = "float32"

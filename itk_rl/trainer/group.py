@@ -1,13 +1,20 @@
 """W `TrainerWorker` Ray actors forming one FSDP2 group, driven as one object.
 
 The group reserves one placement-group bundle per rank (`{"CPU": num_cpus, "GPU": num_gpus}`
-from the trainer config, packed onto as few nodes as possible), lets rank 0 open the rendezvous
-store on a port its OS picks, and fans each call out to every rank with that rank's share of
-the batch. Ranks get contiguous, near-equal shares; results come back in the caller's order.
+plus the config's custom `resources`, on nodes matching its `label_selector`; packed onto as
+few nodes as possible), lets rank 0 open the rendezvous store on a port its OS picks, and fans
+each call out to every rank with that rank's share of the batch. Ranks get contiguous,
+near-equal shares; results come back in the caller's order.
+
+A rank that dies, or a call not answered within `trainer.call_timeout_s`, raises
+`TrainerFailed` at once (the surviving ranks would wait in a collective forever): the group is
+then unusable, and the driver kills it and starts another from the last checkpoint.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,23 +31,43 @@ from itk_rl.trainer.worker import TrainerWorker
 TrainerActor = ray.remote(TrainerWorker)
 
 
+class TrainerFailed(RuntimeError):
+    """A trainer rank died or did not answer in time; the group must be rebuilt."""
+
+
 class TrainerGroup:
     """The trainer as the driver sees it: every method runs on all ranks and waits for them."""
 
     def __init__(self, model_path: str, config: dict[str, Any]) -> None:
         self.config = TrainerConfig.from_dict(config)
         size = self.config.world_size
-        bundle = {"CPU": self.config.num_cpus}
+        bundle = {"CPU": self.config.num_cpus, **(self.config.resources or {})}
         if self.config.num_gpus:
             bundle["GPU"] = self.config.num_gpus
-        self.placement_group = placement_group([dict(bundle) for _ in range(size)], "PACK")
-        ray.get(self.placement_group.ready())
+        selector = self.config.label_selector
+        self.placement_group = placement_group(
+            [dict(bundle) for _ in range(size)],
+            "PACK",
+            bundle_label_selector=[dict(selector) for _ in range(size)] if selector else None,
+        )
+        self.call_timeout_s = self.config.call_timeout_s
+        try:
+            ray.get(self.placement_group.ready(), timeout=self.call_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.placement_group)
+            raise TrainerFailed(
+                f"the trainer's {size} bundles of {bundle} could not be placed within "
+                f"trainer.call_timeout_s={self.call_timeout_s} s; the cluster has "
+                f"{ray.available_resources()} available (a node lost?)"
+            ) from None
 
         def on_bundle(index: int) -> PlacementGroupSchedulingStrategy:
             return PlacementGroupSchedulingStrategy(self.placement_group, index)
 
+        run = uuid.uuid4().hex[:8]
         self.workers = [
             TrainerActor.options(
+                name=f"itk-trainer-{rank}-{run}",
                 num_cpus=self.config.num_cpus,
                 num_gpus=self.config.num_gpus,
                 scheduling_strategy=on_bundle(rank),
@@ -55,7 +82,29 @@ class TrainerGroup:
         return len(self.workers)
 
     def _all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        return ray.get([getattr(w, method).remote(*args, **kwargs) for w in self.workers])
+        return self._wait(
+            method, [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
+        )
+
+    def _wait(self, method: str, refs: list[ray.ObjectRef]) -> list[Any]:
+        """Every rank's result, in rank order; `TrainerFailed` as soon as one rank dies or when
+        the call is not done within `call_timeout_s`."""
+        deadline = None if self.call_timeout_s is None else time.monotonic() + self.call_timeout_s
+        pending = list(refs)
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not done:
+                raise TrainerFailed(
+                    f"trainer.{method} was not answered by every rank within "
+                    f"trainer.call_timeout_s={self.call_timeout_s} s"
+                )
+            try:
+                ray.get(done)
+            except ray.exceptions.RayActorError as error:
+                rank = refs.index(done[0])
+                raise TrainerFailed(f"trainer rank {rank} died during {method}: {error}") from error
+        return ray.get(refs)
 
     def _shares(self, n: int) -> list[np.ndarray]:
         if n < self.world_size:
@@ -69,7 +118,7 @@ class TrainerGroup:
         for worker, rows in zip(self.workers, self._shares(n), strict=True):
             args = [None if c is None else [c[i] for i in rows] for c in columns]
             futures.append(getattr(worker, method).remote(*args, **kwargs))
-        return ray.get(futures)
+        return self._wait(method, futures)
 
     def compute_logprobs(
         self, samples: Sequence[TrainSample], *, reference: bool = False
@@ -123,6 +172,10 @@ class TrainerGroup:
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
             pass  # the group is unusable; killing its actors below is all that is left
         finally:
-            for worker in self.workers:
-                ray.kill(worker)
-            remove_placement_group(self.placement_group)
+            self.kill()
+
+    def kill(self) -> None:
+        """Kill every rank and free the bundles at once (a failed group: no clean exit)."""
+        for worker in self.workers:
+            ray.kill(worker)
+        remove_placement_group(self.placement_group)

@@ -151,9 +151,10 @@ def _actor_groups(node: Any, path: str) -> list[tuple[str, dict]]:
 @pytest.mark.parametrize("name", TOP_LEVEL)
 def test_every_actor_group_has_one_shape(hydra_recipes, name):
     # Rollout, generator, judge, teachers, the SFT check: what each actor builds under
-    # `component`, beside how many actors and what each reserves.
+    # `component`, beside how many actors, what each reserves and which nodes it may use.
     plain = OmegaConf.to_container(_compose(name, []), resolve=True)
+    shape = {"component", "num_actors", "num_cpus", "num_gpus", "resources", "label_selector"}
     for path, group in _actor_groups(plain, ""):
-        missing = {"component", "num_actors", "num_cpus", "num_gpus"} - set(group)
+        missing = shape - set(group)
         assert not missing, f"{name}: actor group {path} lacks {sorted(missing)}"
         assert "_target_" in group["component"], f"{name}: {path}.component has no _target_"

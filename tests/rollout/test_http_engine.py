@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
@@ -91,47 +91,26 @@ def _decode(messages: list[dict[str, Any]]) -> list[np.ndarray]:
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+def server(
+    monkeypatch: pytest.MonkeyPatch, serve_http: Callable[[Callable[..., Reply]], str]
+) -> Iterator[FakeServer]:
     monkeypatch.setenv(KEY_ENV, KEY)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            if self.path != "/v1/chat/completions":
-                return self._send(404, {"error": {"message": f"no route {self.path}"}})
-            payload = json.loads(body)
-            call = Call(payload, _decode(payload["messages"]), self.headers.get("Authorization"))
-            with fake.changed:
-                fake.calls.append(call)
-                fake.changed.notify_all()
-            if call.authorization != f"Bearer {KEY}":
-                return self._send(401, {"error": {"message": "bad key"}})
-            self._send(*fake.respond(call))
+    def handle(request: BaseHTTPRequestHandler, body: bytes) -> Reply:
+        if (request.command, request.path) != ("POST", "/v1/chat/completions"):
+            return 404, {"error": {"message": f"no route {request.command} {request.path}"}}
+        payload = json.loads(body)
+        call = Call(payload, _decode(payload["messages"]), request.headers.get("Authorization"))
+        with fake.changed:
+            fake.calls.append(call)
+            fake.changed.notify_all()
+        if call.authorization != f"Bearer {KEY}":
+            return 401, {"error": {"message": "bad key"}}
+        return fake.respond(call)
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:  # the client gave up (timeout tests)
-                pass
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    fake = FakeServer(url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", respond=echo)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
+    fake = FakeServer(url=serve_http(handle) + "/v1", respond=echo)
     yield fake
     fake.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(WAIT_S)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,7 +181,7 @@ def test_generator_killed_mid_batch_is_restarted_and_nothing_is_lost(ray_local: 
         stats = pool.stats()
     for got, want in zip(images, local(batch), strict=True):
         np.testing.assert_array_equal(got, want)
-    assert ray.get(gate.count.remote("call")) == 2  # the killed call, re-run once by Ray
+    assert ray.get(gate.count.remote("call")) == 2  # the killed call, re-sent once
     assert (stats["served"], stats["failed"], stats["batches"]) == (4, 0, 1)
     ray.kill(gate)
 
@@ -190,7 +191,8 @@ def test_batch_of_an_actor_gone_for_good_goes_to_another(ray_local: None) -> Non
     gate = ray.remote(Gate).options(name=name).remote()
     config = {**GENERATOR, "_target_": GatedGenerator, "gate": name}
     batch = requests(4)
-    with make_pool(generator_config=config, max_batch_size=4) as pool:  # no restarts
+    # no restarts; the batch it lost may be sent once more
+    with make_pool(generator_config=config, max_batch_size=4, max_task_retries=1) as pool:
         futures = pool.submit(batch)
         ray.get(gate.reached.remote("call", 1))  # inside the first actor (ties go to it)
         ray.kill(pool.actors[0], no_restart=True)
@@ -202,3 +204,71 @@ def test_batch_of_an_actor_gone_for_good_goes_to_another(ray_local: None) -> Non
     assert [actor["alive"] for actor in stats["actors"]] == [False, True]
     assert stats["actors"][1]["items"] == 4 and (stats["served"], stats["failed"]) == (4, 0)
     ray.kill(gate)
+
+
+class HangingGenerator(TestbedGenerator):
+    """The testbed generator, hanging on prompts that say "hang": for good, or only the first
+    time (`once`: a marker file is made before hanging), as a GPU stuck in a kernel."""
+
+    def __init__(self, marker: str, once: bool, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.marker, self.once = Path(marker), once
+
+    def __call__(self, requests: Sequence[RenderRequest]) -> list[np.ndarray]:
+        if any("hang" in r.prompt for r in requests) and not (self.once and self.marker.exists()):
+            self.marker.touch()
+            threading.Event().wait()  # never set
+        return super().__call__(requests)
+
+
+def test_a_hung_call_is_given_up_its_actor_restarted_and_its_batch_sent_elsewhere(
+    ray_local: None, tmp_path: Path
+) -> None:
+    # The first call of "hang" never returns: past call_timeout_s its actor is killed and
+    # restarted, and the batch goes to the other actor; nothing is lost, and the restarted
+    # actor serves again once it answers its probe.
+    config = {
+        **GENERATOR,
+        "_target_": HangingGenerator,
+        "marker": str(tmp_path / "m"),
+        "once": True,
+    }
+    batch = [RenderRequest("hang a red circle on the left", seed=1), *requests(3)]
+    with make_pool(
+        generator_config=config, max_restarts=1, max_task_retries=1, call_timeout_s=2.0
+    ) as pool:
+        images = [future.result(timeout=60) for future in pool.submit(batch)]
+        more = pool.render(requests(8, offset=10), timeout=60)
+        stats = pool.stats()
+    for got, want in zip(images + more, local(batch + requests(8, offset=10)), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert (stats["timeouts"], stats["retried"], stats["failed"]) == (1, 4, 0)
+    assert [a["timeouts"] for a in stats["actors"]] == [1, 0]
+    assert all(a["alive"] for a in stats["actors"])
+
+
+def test_a_request_that_hangs_every_actor_fails_with_a_timeout_and_the_rest_are_served(
+    ray_local: None, tmp_path: Path
+) -> None:
+    # "hang" hangs every time: its first try and its one retry (on the other actor) time out,
+    # then it fails with TimeoutError, never waited on forever; the other requests are served
+    # (those queued behind it never ran: they are re-sent without using up their retries).
+    config = {
+        **GENERATOR,
+        "_target_": HangingGenerator,
+        "marker": str(tmp_path / "m"),
+        "once": False,
+    }
+    with make_pool(
+        generator_config=config,
+        max_batch_size=1,
+        max_restarts=2,
+        max_task_retries=1,
+        call_timeout_s=1.5,
+    ) as pool:
+        hung = pool.submit([RenderRequest("hang a red circle", seed=1)])[0]
+        served = pool.render(requests(4), timeout=60)
+        with pytest.raises(TimeoutError, match=r"call_timeout_s=1\.5"):
+            hung.result(timeout=60)
+        stats = pool.stats()
+    assert len(served) == 4 and (stats["timeouts"], stats["failed"]) == (2, 1)

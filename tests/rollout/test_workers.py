@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,8 @@ class ScriptedEngine:
     `"<engine id>|<weights tag>|<loads>|<request text>|<k>"`, so a test sees which engine
     answered with which weights. A request text "crash" kills the process once (the first
     time only: `crash_marker` is created before dying), as a worker dying mid-rollout; a text
-    "wait:PATH" is answered only once PATH exists, as a long generation.
+    "wait:PATH" is answered only once PATH exists, as a long generation; "hang:PATH" never
+    returns the first time (PATH is created), as a worker stuck in a kernel.
     """
 
     def __init__(self, crash_marker: str = "") -> None:
@@ -47,6 +49,9 @@ class ScriptedEngine:
         for text in texts:
             while text.startswith("wait:") and not os.path.exists(text.removeprefix("wait:")):
                 time.sleep(0.01)
+            if text.startswith("hang:") and not os.path.exists(text.removeprefix("hang:")):
+                Path(text.removeprefix("hang:")).touch()
+                threading.Event().wait()  # never set
         prefix = f"{self.engine_id}|{self.weights}|{self.loads}"
         return [[Completion(f"{prefix}|{text}|{k}") for k in range(params.n)] for text in texts]
 
@@ -176,3 +181,22 @@ def test_restarted_worker_gets_the_latest_weights_back(ray_local: None, tmp_path
     assert [group[0][3] for group in rows] == ["a", "b", "crash", "d"]
     assert {tuple(group[0][1:3]) for group in rows} == {("v1", "1")}  # restored, loaded once
     assert versions == [1, 1]
+
+
+def test_a_hung_chunk_is_resent_to_another_worker_and_the_hung_one_restored(
+    ray_local: None, tmp_path: Path
+) -> None:
+    # Worker 0's chunk hangs: past call_timeout_s the worker is killed and restarted, given the
+    # latest weights when it is back, and the chunk is sampled by worker 1 with those weights.
+    hang = f"hang:{tmp_path / 'hung'}"
+    with make_workers(max_restarts=1, max_task_retries=1, call_timeout_s=2.0) as workers:
+        workers.update_weights(ray.put({"tag": "v1"}))
+        rows = fields(workers.generate([chat(hang), chat("b")], SamplingParams()))
+        versions = workers.worker_versions()
+        faults = dict(workers.faults)
+    assert (tmp_path / "hung").exists()
+    assert [group[0][3] for group in rows] == [hang, "b"]
+    assert rows[0][0][0] == rows[1][0][0]  # both sampled by worker 1
+    assert {tuple(group[0][1:2]) for group in rows} == {("v1",)}
+    assert versions == [1, 1]  # the restarted worker got the weights back
+    assert faults == {"timeouts": 1, "deaths": 0, "resent": 1, "failed": 0}

@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ class CommEntry:
     """"text" or "image"."""
     content: str
     image_path: str | None = None
+    url: str | None = dataclass_field(default=None, compare=False)
+    """Where the official download script fetches an image from (a third-party URL)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,9 @@ def _record(row: dict[str, Any], path: Path, i: int) -> CommRecord:
             if not isinstance(entry, dict) or entry.get("type") not in ("text", "image"):
                 raise BenchmarkFormatError(path, i, "step_info", "holds a non text/image entry")
             content = entry.get("content") or ""
-            entries.append(CommEntry(entry["type"], str(content), entry.get("image_path")))
+            entries.append(
+                CommEntry(entry["type"], str(content), entry.get("image_path"), entry.get("url"))
+            )
         parsed.append(tuple(entries))
     return CommRecord(
         data_id=str(field(row, "data_id", (str, int), path, i)),
