@@ -464,29 +464,23 @@ def finish_step(
     they were last read, the rollout workers' faults the whole run.
     """
     actors, settings = run.actors, run.settings
-    workers, generators, judges, trainer = (
-        actors.workers,
-        actors.generators,
-        actors.judges,
-        actors.trainer,
-    )
     metrics = reward_metrics(scored.batch, scored.responses) | scored.timings
-    metrics |= staleness_metrics(scored.responses, workers.weights_version)
+    metrics |= staleness_metrics(scored.responses, actors.workers.weights_version)
     begin = time.perf_counter()
-    metrics |= update_policy(trainer, scored.requests, scored.responses, settings)
+    metrics |= update_policy(actors.trainer, scored.requests, scored.responses, settings)
     synced = time.perf_counter()
-    sync_weights(trainer, workers)
+    sync_weights(actors.trainer, actors.workers)
     end = time.perf_counter()
     metrics["time/update_s"] = synced - begin
     metrics["time/weight_sync_s"] = end - synced
-    for name, pool in (("generator", generators), ("judge", judges)):
+    for name, pool in (("generator", actors.generators), ("judge", actors.judges)):
         stats = pool.stats()
         busy = [actor["busy_fraction"] for actor in stats["actors"]]
         metrics[f"perf/{name}_busy_fraction"] = float(np.mean(busy)) if busy else 0.0
         metrics[f"fault/{name}_timeouts"] = float(stats["timeouts"])
         metrics[f"fault/{name}_retried"] = float(stats["retried"])
         pool.reset_stats()
-    metrics |= {f"fault/rollout_{k}": float(v) for k, v in workers.faults.items()}
+    metrics |= {f"fault/rollout_{k}": float(v) for k, v in actors.workers.faults.items()}
     metrics["time/step_s"] = end - started
     metrics["perf/samples_per_s"] = len(scored.responses) / metrics["time/step_s"]
     return StepResult(metrics, sample_views(scored.batch, scored.responses, num_views))

@@ -408,17 +408,19 @@ class BatchedActorGroup:
         self._cond.notify_all()
         if failed:
             threading.Thread(target=self._finish, args=(failed, None, error), daemon=True).start()
-        probe = _Call(actor, [], float("inf"))
-        actor.calls.append(probe)
-        self._probes.append(probe)
+        self._queue_probe(actor)
 
     def _probe_again(self, actor: _ActorState) -> None:
         with self._cond:
             if not self._closed:
-                probe = _Call(actor, [], float("inf"))
-                actor.calls.append(probe)
-                self._probes.append(probe)
+                self._queue_probe(actor)
                 self._cond.notify_all()
+
+    def _queue_probe(self, actor: _ActorState) -> None:
+        """A `ready` call for the dispatcher to send `actor` (hold the condition)."""
+        probe = _Call(actor, [], float("inf"))
+        actor.calls.append(probe)
+        self._probes.append(probe)
 
     def _done(self, call: _Call, done: Future) -> None:
         """Runs in a Ray callback thread when a call's ObjectRef resolves."""

@@ -253,7 +253,6 @@ class RolloutWorkers:
             try:
                 wait = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
                 shard, used = ray.get(ref, timeout=wait)
-                break
             except (GetTimeoutError, RayActorError) as error:
                 lost: Exception = error
                 if isinstance(error, GetTimeoutError):
@@ -275,12 +274,13 @@ class RolloutWorkers:
                 index = min(live, key=lambda i: (i <= index, i))  # the next live worker
                 with self._sync_lock:
                     _, ref, deadline = self._send(index, chunk)
+                continue
             except Exception as error:
                 return chunk.fail(error)
-        if used < chunk.version:  # sampled before its worker got the chunk's weights: again
-            with self._sync_lock:
+            if used >= chunk.version:
+                break
+            with self._sync_lock:  # sampled before its worker got the chunk's weights: again
                 _, ref, deadline = self._send(index, chunk)
-            return self._collect(chunk, index, ref, deadline)
         for future, completions in zip(chunk.futures, shard, strict=True):
             with suppress(InvalidStateError):  # cancelled by its caller
                 future.set_result(Sampled(completions, used))
