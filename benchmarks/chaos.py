@@ -1,33 +1,47 @@
 """Faults during a GRPO run on the testbed recipe, and what each cost (not a timed test).
 
     python benchmarks/chaos.py [--steps 6] [--fault-step 3] [--only NAME ...]
+    unshare -n sh -c 'ip link set lo up && exec python benchmarks/chaos.py --only kill_node'
 
 Runs `testbed_critic_grpo` (2 rollout workers, 2 generators, 2 judges, 2 FSDP ranks) once
 without faults and once per fault, each injected while step `--fault-step` runs:
-- `kill_generator`, `kill_judge`, `kill_rollout`: one actor of the group killed by Ray (as a
-  crashed process; Ray restarts it);
+- `kill_generator`, `kill_judge`: a call of the group is held (`itk_rl.testbed.faults`) and its
+  actor killed by Ray mid-call (as a crashed process; Ray restarts it);
+- `kill_rollout`: one rollout worker killed by Ray;
 - `hang_generator`: one render call never returns (the pool's `call_timeout_s` restarts the
   actor and re-sends the batch);
 - `kill_trainer_rank`: one FSDP rank killed (the driver rebuilds the group from the last
-  checkpoint and redoes the steps since).
+  checkpoint and redoes the steps since);
+- `kill_node`: on a local cluster of a head and two nodes with the custom resource `flux`
+  (`itk_rl.testbed.local_cluster`; it needs a loopback-only network namespace, as the second
+  command line), the generators need {flux: 1} and the rest stays on the head. Two runs:
+  `rescheduled`, the generators start on flux-a (flux-b's flux is held, as by another job's
+  actors, and released once step 1 is logged), then flux-a is lost under a held render and
+  they are placed on flux-b; `no_room`, they start on flux-b, the only flux node left, and it
+  is lost the same way (the job stops past `fault_tolerance.restart_timeout_s`, naming what
+  is missing). With `kill_node` every run, the fault-free one too, is on that cluster.
 Prints one JSON object as its last line: per fault, whether the run finished, samples lost
 (responses left out of an update because their render or judging failed for good, and
 rollout chunks that failed), samples trained twice (steps logged more than once), steps
 redone, recovery seconds (the faulted step's time over the fault-free run's; for the trainer, the
-rebuild's), and whether
-every step after the fault has the fault-free run's metrics (rewards, advantages, losses).
+rebuild's), and whether every step after the fault has the fault-free run's metrics (rewards,
+advantages, losses); for `no_room`, the error the job stopped with and the seconds from the
+node's loss to the stop.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +51,14 @@ import ray
 from itk_rl.interfaces.reward import RewardInputs, RewardOutput
 from itk_rl.job import compose_recipe
 from itk_rl.rewards.critic import CriticReward
+from itk_rl.testbed.faults import arm, wait_until_held
+from itk_rl.testbed.local_cluster import (
+    QUICK_NODE_DEATH,
+    LocalCluster,
+    hold_resources,
+    local_cluster,
+    loopback_only,
+)
 from itk_rl.train import train
 
 SHAPE = (
@@ -66,6 +88,24 @@ class VaryingCriticReward(CriticReward):
         return RewardOutput(paper.total + length, paper.components | {"length": length})
 
 
+@dataclass(frozen=True)
+class Triggers:
+    """The files that make a generator or judge call hold (`itk_rl.testbed.faults`)."""
+
+    generator: Path
+    judge: Path
+
+
+@dataclass(frozen=True)
+class Fault:
+    """`inject` runs once step `--fault-step` starts; `prepare`, if any, once step 1 is logged
+    (every actor placed) and before the fault; `overrides` are added to the run's recipe."""
+
+    inject: Callable[[Triggers], None]
+    overrides: tuple[str, ...] = ()
+    prepare: Callable[[], None] | None = None
+
+
 def named(prefix: str) -> ray.actor.ActorHandle:
     """The first live actor whose name starts with `prefix` (itk_rl names its actors)."""
     names = sorted(n for n in ray.util.list_named_actors() if n.startswith(prefix))
@@ -74,28 +114,68 @@ def named(prefix: str) -> ray.actor.ActorHandle:
     return ray.get_actor(names[0])
 
 
-def kill(prefix: str) -> Callable[[Path], None]:
-    def inject(_: Path) -> None:
-        ray.kill(named(prefix), no_restart=False)
+def kill_mid_call(group: str) -> Callable[[Triggers], None]:
+    """Hold the next call of `group` and kill its actor then: it is sure to be busy."""
+
+    def inject(triggers: Triggers) -> None:
+        trigger = getattr(triggers, group)
+        arm(trigger)
+        ray.kill(ray.get_actor(wait_until_held(trigger)), no_restart=False)
 
     return inject
 
 
-def hang(trigger: Path) -> None:
-    trigger.touch()
+def kill_rollout(_: Triggers) -> None:
+    ray.kill(named("itk-rollout-"), no_restart=False)
 
 
-def kill_rank(_: Path) -> None:
+def hang(triggers: Triggers) -> None:
+    arm(triggers.generator)
+
+
+def kill_rank(_: Triggers) -> None:
     ray.kill(named("itk-trainer-"), no_restart=True)
 
 
-FAULTS: dict[str, Callable[[Path], None]] = {
-    "kill_generator": kill("itk-generator-"),
-    "kill_judge": kill("itk-judge-"),
-    "kill_rollout": kill("itk-rollout-"),
-    "hang_generator": hang,
-    "kill_trainer_rank": kill_rank,
+FAULTS: dict[str, Fault] = {
+    "kill_generator": Fault(kill_mid_call("generator")),
+    "kill_judge": Fault(kill_mid_call("judge")),
+    "kill_rollout": Fault(kill_rollout),
+    "hang_generator": Fault(hang),
+    "kill_trainer_rank": Fault(kill_rank),
 }
+NODE_FAULT = "kill_node"
+HEAD = ["--num-cpus=4", '--resources={"head": 1}']  # logical CPUs, as a local run's
+FLUX = {"flux": 2}  # room for the 2 generators
+NODES = {
+    "flux-a": ["--num-cpus=1", f"--resources={json.dumps(FLUX)}"],
+    "flux-b": ["--num-cpus=1", f"--resources={json.dumps(FLUX | {'spare': 1})}"],
+}
+RESTART_TIMEOUT_S = 30
+ON_NODES = (
+    "generator.resources={flux: 1}",
+    "rollout.resources={head: 0.1}",
+    "judge.resources={head: 0.1}",
+    "trainer.resources={head: 0.1}",
+    f"fault_tolerance.restart_timeout_s={RESTART_TIMEOUT_S}",
+)
+
+
+def node_faults(cluster: LocalCluster) -> dict[str, Fault]:
+    """The two runs of `kill_node`: the node under the generators lost with a spare flux node
+    free (`rescheduled`), then the spare lost with none left (`no_room`)."""
+
+    def lose(node: str) -> Callable[[Triggers], None]:
+        def inject(triggers: Triggers) -> None:
+            arm(triggers.generator)
+            wait_until_held(triggers.generator)  # a render is running on the node
+            cluster.kill_node(node)
+
+        return inject
+
+    holder = hold_resources(FLUX | {"spare": 1})  # the generators start on flux-a
+    spare = Fault(lose("flux-a"), ON_NODES, lambda: ray.kill(holder))
+    return {"rescheduled": spare, "no_room": Fault(lose("flux-b"), ON_NODES)}
 
 
 def metrics_of(run: Path) -> list[dict[str, Any]]:
@@ -103,10 +183,13 @@ def metrics_of(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def run(folder: Path, name: str, steps: int, fault_step: int, inputs: Path) -> dict[str, Any]:
-    """One run; `name` a fault of FAULTS (or "none"), injected once step `fault_step - 1` is
-    logged. Returns its metrics per step and whether it finished."""
-    out, trigger = folder / name, folder / f"{name}.trigger"
+def run(
+    folder: Path, name: str, steps: int, fault_step: int, inputs: Path, fault: Fault | None
+) -> dict[str, Any]:
+    """One run, `fault` (None: none) injected once step `fault_step - 1` is logged. Returns its
+    metrics per step, whether it finished, and when the fault was injected and the run ended."""
+    out = folder / name
+    triggers = Triggers(folder / f"{name}.generator", folder / f"{name}.judge")
     overrides = [
         *SHAPE,
         f"output_dir={out}",
@@ -115,27 +198,40 @@ def run(folder: Path, name: str, steps: int, fault_step: int, inputs: Path) -> d
         f"data.train_path={inputs / 'critic_rl.parquet'}",
         "reward._target_=__main__.VaryingCriticReward",
         "generator.component._target_=itk_rl.testbed.faults.HangingGenerator",
-        f"+generator.component.trigger={trigger}",
+        f"+generator.component.trigger={triggers.generator}",
+        "judge.component._target_=itk_rl.testbed.faults.HangingJudge",
+        f"+judge.component.trigger={triggers.judge}",
+        *(fault.overrides if fault else ()),
     ]
     cfg = compose_recipe("testbed_critic_grpo", overrides)
     injected: dict[str, float] = {}
 
     def injector() -> None:
+        if fault.prepare is not None:
+            while not metrics_of(out):
+                time.sleep(0.1)
+            fault.prepare()
         while len(metrics_of(out)) < fault_step - 1:
             time.sleep(0.1)
         time.sleep(0.5)  # inside the step, not at its boundary
+        fault.inject(triggers)
         injected["at"] = time.perf_counter()
-        FAULTS[name](trigger)
 
-    thread = threading.Thread(target=injector, daemon=True) if name in FAULTS else None
-    if thread is not None:
-        thread.start()
+    if fault is not None:
+        threading.Thread(target=injector, daemon=True).start()
     finished, error = True, None
     try:
         train(cfg)
     except Exception as exc:  # a fault the run did not survive: report it
         finished, error = False, f"{type(exc).__name__}: {exc}"
-    return {"finished": finished, "error": error, "metrics": metrics_of(out)}
+    ended = time.perf_counter()
+    return {
+        "finished": finished,
+        "error": error,
+        "metrics": metrics_of(out),
+        "injected": "at" in injected,
+        "stopped_after_fault_s": ended - injected["at"] if "at" in injected else None,
+    }
 
 
 def deterministic(record: dict[str, Any]) -> dict[str, float]:
@@ -170,6 +266,7 @@ def summary(result: dict[str, Any], baseline: list[dict[str, Any]], fault_step: 
     after = [s for s in last if s >= fault_step]
     return {
         "finished": result["finished"],
+        "injected": result["injected"],
         "error": result["error"],
         "samples_lost": lost,
         "samples_trained_twice": twice * statistics.fmean(responses.values() or [0.0]),
@@ -189,36 +286,76 @@ def summary(result: dict[str, Any], baseline: list[dict[str, Any]], fault_step: 
     }
 
 
+def stopped(result: dict[str, Any]) -> dict[str, Any]:
+    """A run that was to stop (no room for a lost node's actors): how, and how soon."""
+    return {
+        "stopped": not result["finished"],
+        "injected": result["injected"],
+        "error": result["error"],
+        "names_missing_resource": "{'flux': 1.0}; no live node has it" in (result["error"] or ""),
+        "stopped_after_fault_s": result["stopped_after_fault_s"],
+        "restart_timeout_s": RESTART_TIMEOUT_S,
+        "steps_logged": len(result["metrics"]),
+    }
+
+
+@contextmanager
+def ray_for(names: list[str]) -> Iterator[LocalCluster | None]:
+    """Ray for the runs: a local cluster of a head and two flux nodes when `kill_node` is asked
+    for (every run goes to it), else a local Ray instance."""
+    if NODE_FAULT not in names:
+        ray.init(include_dashboard=False)
+        yield None
+        ray.shutdown()
+        return
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # as the cluster: this process reads its state
+    with local_cluster(HEAD, NODES, QUICK_NODE_DEATH) as cluster:
+        ray.init(address=cluster.address)
+        yield cluster
+        ray.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--fault-step", type=int, default=3)
-    parser.add_argument("--only", nargs="*", choices=sorted(FAULTS), default=sorted(FAULTS))
+    choices = sorted([*FAULTS, NODE_FAULT])
+    parser.add_argument("--only", nargs="*", choices=choices, default=choices)
     args = parser.parse_args()
     if not 2 <= args.fault_step <= args.steps:
         parser.error("--fault-step must be in [2, --steps]")
-    with tempfile.TemporaryDirectory() as tmp:
+    if NODE_FAULT in args.only and not loopback_only():
+        parser.error(f"{NODE_FAULT} needs a loopback-only network namespace (see the usage)")
+    with tempfile.TemporaryDirectory() as tmp, ray_for(args.only) as cluster:
         folder = Path(tmp)
         inputs = folder / "inputs"
-        ray.init(include_dashboard=False)
-        baseline = run(folder, "none", args.steps, args.fault_step, inputs)
+        baseline = run(folder, "none", args.steps, args.fault_step, inputs, None)
         if not baseline["finished"]:
             raise RuntimeError(f"the fault-free run failed: {baseline['error']}")
-        faults = {}
+        faults: dict[str, Any] = {}
         for name in args.only:
             print(f"[chaos] {name}", file=sys.stderr, flush=True)
-            result = run(folder, name, args.steps, args.fault_step, inputs)
-            faults[name] = summary(result, baseline["metrics"], args.fault_step)
-        ray.shutdown()
+            if name != NODE_FAULT:
+                result = run(folder, name, args.steps, args.fault_step, inputs, FAULTS[name])
+                faults[name] = summary(result, baseline["metrics"], args.fault_step)
+                continue
+            for outcome, fault in node_faults(cluster).items():
+                result = run(folder, outcome, args.steps, args.fault_step, inputs, fault)
+                faults[f"{NODE_FAULT}/{outcome}"] = (
+                    stopped(result)
+                    if outcome == "no_room"
+                    else summary(result, baseline["metrics"], args.fault_step)
+                )
+    survived = [f for name, f in faults.items() if name != f"{NODE_FAULT}/no_room"]
     steps = [r["time/step_s"] for r in baseline["metrics"]]
     report = {
         "steps": args.steps,
         "fault_step": args.fault_step,
         "fault_free_step_s": statistics.median(steps),
         "faults": faults,
-        "all_survived": all(f["finished"] for f in faults.values()),
-        "samples_lost": sum(f["samples_lost"] for f in faults.values()),
-        "samples_trained_twice": sum(f["samples_trained_twice"] for f in faults.values()),
+        "all_survived": all(f["finished"] and f["injected"] for f in survived),
+        "samples_lost": sum(f["samples_lost"] for f in survived),
+        "samples_trained_twice": sum(f["samples_trained_twice"] for f in survived),
     }
     print(json.dumps(report))
 

@@ -2,6 +2,7 @@
 streamed, and overlapped across steps (not a timed test).
 
     python benchmarks/pipeline_overlap.py [--steps 4] [--plot pipeline_overlap.png] [--quick]
+        [--only SECTION ...]
 
 The paper's shape: 16 records × 8 responses per step, a FLUX.2-klein-9B pool (4 actors, ~1 s
 a 1024² render), an API judge (4 actors), two vLLM rollout actors for an 8B critic, an 8B FSDP
@@ -16,7 +17,10 @@ Measured in one run, each over `--steps` steps after one warm-up:
 - `streamed`: `algorithm.max_staleness` 0 (rollout streamed into the rewards) and 1 (the next
   step's rollout and rewards run during this one's update): step time, step / slowest phase,
   generator- and judge-pool busy fractions, renders per second, staleness;
-- `scaling`: the rewards phase of one batch with 1, 2, 4, 8, 16 generator actors;
+- `renders_dominate`: the same at staleness 0, 1 and 2 with a critic whose refinements differ
+  within a group and one generator actor (`RENDERS_DOMINATE`), so renders are the slowest
+  phase: the setting of the 1.15 × slowest-phase and generator-busy targets;
+- `scaling`: that setting's rewards phase of one batch with 1, 2, 4, 8, 16 generator actors;
 - `orchestration_ms_per_render`: 1,000 renders through the pool on a generator that takes no
   time;
 - `tiny_real`: the testbed recipe with its real tiny components on this machine, staleness 0
@@ -35,38 +39,37 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from itk_rl.critic_grpo import (
     Actors,
     GRPORun,
-    Response,
     finish_step,
     parse_responses,
     rollout,
-    score_responses,
     scored_batches,
     sync_weights,
     update_policy,
 )
+from itk_rl.critic_grpo_rewards import Response, score_responses
 from itk_rl.data.critic_records import load_critic_records
 from itk_rl.data.sampler import BatchSampler
 from itk_rl.formats.records import CriticSample
 from itk_rl.formats.templates import load_template
 from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.job import compose_recipe, connect_ray, plain, start_run
-from itk_rl.rollout.latency import FSDP_8B_UPDATE, LatencyModel, TokenCounts, stream
+from itk_rl.rollout.latency import FSDP_8B_UPDATE, TokenCounts
+from itk_rl.rollout.modelled_trainer import ModelledTrainer
 from itk_rl.rollout.pool import GeneratorPool
 from itk_rl.tiny import build_tiny_models
 from itk_rl.train import start_actors, step_settings, train
-from itk_rl.trainer.batch import TrainSample
-from itk_rl.trainer.group import TrainerGroup
 
 ACTOR = {"num_cpus": 0.05, "num_gpus": 0, "max_restarts": 0, "max_task_retries": 0}
 PAPER_SHAPE = (
@@ -91,43 +94,19 @@ PAPER_SHAPE = (
     "trainer.kl_coef=0",
     "algorithm.skip_zero_variance_groups=false",
 )
-
-
-class ModelledTrainer:
-    """The tiny trainer group, its update phase lasting as long as `model` says for the step's
-    tokens as the modelled critic counts them: the log-probs and the update run for real (the
-    tiny critic learns), then it sleeps the rest. The trainer's gather for weight sync is real
-    and small (the modelled engines charge the load)."""
-
-    def __init__(self, group: TrainerGroup, model: LatencyModel, counts: TokenCounts) -> None:
-        self.group, self.model, self.counts = group, model, counts
-        self._rng = stream(model.seed, 0)
-        self._began = 0.0
-
-    @property
-    def world_size(self) -> int:
-        return self.group.world_size
-
-    def compute_logprobs(self, samples: Sequence[TrainSample]) -> list[np.ndarray]:
-        self._began = time.perf_counter()
-        return self.group.compute_logprobs(samples)
-
-    def update(self, samples: Sequence[TrainSample], *args: Any, **kwargs: Any) -> dict:
-        metrics = self.group.update(samples, *args, **kwargs)
-        tokens = sum(
-            self.counts.prompt(s.messages, len(s.images))
-            + self.counts.output(len(s.response_ids), "")
-            for s in samples
-        )
-        rest = self._began + self.model.seconds(tokens, self._rng) - time.perf_counter()
-        time.sleep(max(0.0, rest))
-        return metrics
-
-    def state_dict_for_sync(self) -> dict:
-        return self.group.state_dict_for_sync()
-
-    def shutdown(self) -> None:
-        self.group.shutdown()
+# The first run's inputs (tiny models, Critic-RL records), reused by the second.
+INPUT_KEYS = ("prepare.tiny_models_dir", "data.train_path")
+# Where renders dominate the step: rollouts whose refinements differ within a group (a
+# scripted critic behind the modelled engine: each failed record renders up to 8 prompts, not
+# one) and one generator actor, so rendering a step's ~64 prompts (~60 s) takes twice its
+# rollout (with two actors the two are even, ~30 s each: measured 2026-12-03). Its answers run to
+# ~100 word-level tokens (the tiny critic's to <= 48): scaled by 4, not 8, they stand for the
+# same ~400-token 8B answer (recipes/engine/vllm_8b_modelled.yaml).
+RENDERS_DOMINATE = (
+    "engine@rollout.component.inner=testbed_sampling_critic",
+    "rollout.component.output_token_scale=4.0",
+    "generator.num_actors=1",
+)
 
 
 class InstantGenerator:
@@ -146,10 +125,12 @@ def mean(values: Sequence[float]) -> float:
 
 
 class PaperShape:
-    """The paper-shape run's recipe, records and actors (the trainer modelled)."""
+    """The paper-shape run's recipe (`PAPER_SHAPE` and `extra` overrides), records and actors
+    (the trainer modelled)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.cfg = compose_recipe("testbed_critic_grpo", [f"output_dir={folder}", *PAPER_SHAPE])
+    def __init__(self, folder: Path, extra: Sequence[str] = ()) -> None:
+        overrides = [f"output_dir={folder}", *PAPER_SHAPE, *extra]
+        self.cfg = compose_recipe("testbed_critic_grpo", overrides)
         start_run(self.cfg)
         self.records: list[CriticSample] = load_critic_records(self.cfg.data.train_path)
         self.sampler = BatchSampler(len(self.records), self.cfg.data.batch_size, seed=0)
@@ -220,10 +201,9 @@ def streamed(shape: PaperShape, max_staleness: int, steps: int) -> dict[str, Any
     batches = scored_batches(shape.run, range(1, steps + 2), max_staleness, lambda _: shape.batch())
     step_end = time.perf_counter()
     for _, scored, _ in batches:
-        renders = shape.actors.generators.stats()["served"]
         result = finish_step(shape.run, scored, started=step_end)
         step_end = time.perf_counter()
-        records.append(result.metrics | {"renders": renders})
+        records.append(result.metrics)
         progress(f"staleness {max_staleness} step: {result.metrics['time/step_s']:.1f} s")
     kept = records[1:]
 
@@ -234,7 +214,7 @@ def streamed(shape: PaperShape, max_staleness: int, steps: int) -> dict[str, Any
         "step_s": avg("time/step_s"),
         "generator_busy_fraction": avg("perf/generator_busy_fraction"),
         "judge_busy_fraction": avg("perf/judge_busy_fraction"),
-        "renders_per_s": mean([r["renders"] / r["time/step_s"] for r in kept]),
+        "renders_per_s": avg("perf/generator_items_per_s"),
         "staleness_max": max(r["rollout/staleness_max"] for r in kept),
         "update_s": avg("time/update_s"),
         "weight_sync_s": avg("time/weight_sync_s"),
@@ -339,37 +319,56 @@ def dynamic_batching(folder: Path, renders: int = 32) -> dict[str, float]:
     }
 
 
+def ratios(section: dict[str, Any], settings: Iterable[dict[str, Any]]) -> None:
+    """Each overlapped setting's step over the section's slowest phase alone and speed-up over
+    its sequential step."""
+    slowest = max(section["phases_alone"]["phase_s"].values())
+    section["slowest_phase_s"] = slowest
+    sequential = section["phases_alone"]["sequential_step_s"]
+    for figures in settings:
+        figures["step_over_slowest_phase"] = figures["step_s"] / slowest
+        figures["speedup_over_sequential"] = sequential / figures["step_s"]
+
+
+def step_bars(axis: Any, section: dict[str, Any], settings: dict[str, Any], title: str) -> None:
+    """One section's phases alone, its sequential step and its overlapped settings."""
+    phases = section["phases_alone"]["phase_s"]
+    names = [*phases, "sequential", *(k.replace("_", " ") for k in settings)]
+    values = [
+        *phases.values(),
+        section["phases_alone"]["sequential_step_s"],
+        *(v["step_s"] for v in settings.values()),
+    ]
+    axis.bar(names, values, color=["#999"] * len(phases) + ["#c44"] + ["#48c"] * len(settings))
+    axis.axhline(section["slowest_phase_s"] * 1.15, ls="--", c="k", lw=1, label="1.15 × slowest")
+    axis.set_ylabel("seconds")
+    axis.set_title(title)
+    axis.tick_params(axis="x", rotation=30)
+    axis.legend()
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    phases = result["phases_alone"]["phase_s"]
-    names = [*phases, "sequential", "staleness 0", "staleness 1"]
-    values = [
-        *phases.values(),
-        result["phases_alone"]["sequential_step_s"],
-        result["streamed"]["staleness_0"]["step_s"],
-        result["streamed"]["staleness_1"]["step_s"],
-    ]
-    left.bar(names, values, color=["#999"] * len(phases) + ["#c44", "#48c", "#4a4"])
-    left.axhline(
-        result["slowest_phase_s"] * 1.15, ls="--", c="k", lw=1, label="1.15 × slowest phase"
-    )
-    left.set_ylabel("seconds")
-    left.set_title("one GRPO step at the paper's shape")
-    left.tick_params(axis="x", rotation=30)
-    left.legend()
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.5))
+    step_bars(left, result, result["streamed"], "GRPO step, the paper's shape")
+    dominated = result["renders_dominate"]
+    settings = {k: v for k, v in dominated.items() if k.startswith("staleness_")}
+    step_bars(middle, dominated, settings, "renders dominating")
     rows = result["scaling"]
     right.plot([r["generators"] for r in rows], [r["renders_per_s"] for r in rows], "o-")
     right.set_xscale("log", base=2)
     right.set_xlabel("generator actors")
     right.set_ylabel("renders / s (rewards phase)")
-    right.set_title("generator-pool scaling")
+    right.set_title("generator-pool scaling, renders dominating")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+SECTIONS = ("paper_shape", "renders_dominate", "orchestration", "tiny_real", "dynamic_batching")
 
 
 def main() -> None:
@@ -377,6 +376,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="measured steps per setting")
     parser.add_argument("--plot", type=Path, default=Path("pipeline_overlap.png"))
     parser.add_argument("--quick", action="store_true", help="2 steps, scaling 1/4 actors only")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS)
     args = parser.parse_args()
     steps = 2 if args.quick else args.steps
     counts = (1, 4) if args.quick else (1, 2, 4, 8, 16)
@@ -384,25 +384,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         shape = PaperShape(folder / "paper_shape")
-        try:
-            result["phases_alone"] = phases_alone(shape, steps)
-            result["streamed"] = {f"staleness_{k}": streamed(shape, k, steps) for k in (0, 1)}
-            result["scaling"] = scaling(shape, counts)
-        finally:
+        if "paper_shape" in args.only:
+            try:
+                result["phases_alone"] = phases_alone(shape, steps)
+                result["streamed"] = {f"staleness_{k}": streamed(shape, k, steps) for k in (0, 1)}
+                ratios(result, result["streamed"].values())
+            finally:
+                shape.actors.shutdown()
+        else:
             shape.actors.shutdown()
-        result["orchestration_ms_per_render"] = orchestration_ms()
+        if "renders_dominate" in args.only:
+            inputs = (f"{k}={OmegaConf.select(shape.cfg, k)}" for k in INPUT_KEYS)
+            renders = PaperShape(folder / "renders_dominate", [*RENDERS_DOMINATE, *inputs])
+            try:
+                dominated = {"phases_alone": phases_alone(renders, steps)}
+                dominated |= {f"staleness_{k}": streamed(renders, k, steps) for k in (0, 1, 2)}
+                ratios(dominated, [v for k, v in dominated.items() if k.startswith("staleness_")])
+                result["renders_dominate"] = dominated
+                result["scaling"] = scaling(renders, counts)
+            finally:
+                renders.actors.shutdown()
+        if "orchestration" in args.only:
+            result["orchestration_ms_per_render"] = orchestration_ms()
         ray.shutdown()  # the tiny runs start their own local cluster
-        result["tiny_real"] = tiny_real(folder, steps)
-        result["dynamic_batching"] = dynamic_batching(folder)
+        if "tiny_real" in args.only:
+            result["tiny_real"] = tiny_real(folder, steps)
+        if "dynamic_batching" in args.only:
+            result["dynamic_batching"] = dynamic_batching(folder)
         ray.shutdown()
-    slowest = max(result["phases_alone"]["phase_s"].values())
-    result["slowest_phase_s"] = slowest
-    sequential = result["phases_alone"]["sequential_step_s"]
-    for figures in result["streamed"].values():
-        figures["step_over_slowest_phase"] = figures["step_s"] / slowest
-        figures["speedup_over_sequential"] = sequential / figures["step_s"]
-    plot(result, args.plot)
-    result["plot"] = str(args.plot)
+    if {"paper_shape", "renders_dominate"} <= set(args.only):
+        plot(result, args.plot)
+        result["plot"] = str(args.plot)
     print(json.dumps(result))
 
 

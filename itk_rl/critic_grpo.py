@@ -1,58 +1,41 @@
 """One critic GRPO step as a flat list of named phases (driven by `itk_rl.train`).
 
     sample batch → rollout (G responses per record, streamed) → parse → rewards (re-render
-    refined prompts and judge them) → advantages (verl's GRPO estimator) → policy update
-    (FSDP) → weight sync to the rollout workers
+    refined prompts and judge them; `itk_rl.critic_grpo_rewards`) → advantages (verl's GRPO
+    estimator) → policy update (FSDP) → weight sync to the rollout workers
 
 The first half (`rollout_and_score`) streams: the rollout workers hand back each record's G
 responses as soon as its chunk is sampled (`rollout.chunk_records`), and the record's
-responses are parsed and rewarded at once, while later records are still being sampled.
-Format and accuracy need only the parsed text; only the step-wise reward waits for a render,
-and each render goes to a judge the moment it is done, and its reward is computed the moment
-the judge answers (one thread per response chains the futures), while the pools batch
-whatever is in flight. The second half (`finish_step`) updates the policy and syncs the
-weights; `itk_rl.train` may run the next batches' first halves meanwhile (bounded staleness).
-
-A render or judge call that still fails after `render_retries` further tries leaves that
-response out of the update and is counted; no reward is ever made up. Every failed try is
-counted by kind (`reward/failures/<ExceptionName>`) and each kind is logged once per step with
-its message, so a broken generator or judge shows its cause, not only a count.
+responses are parsed and rewarded at once, while later records are still being sampled. The
+second half (`finish_step`) updates the policy and syncs the weights; `itk_rl.train` may run
+the next batches' first halves meanwhile (bounded staleness).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import math
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import ray
-from ray.exceptions import RayTaskError
 
-from itk_rl.formats import CriticVerdict, ParseResult, build_critic_messages, parse_critic_output
+from itk_rl.critic_grpo_rewards import Response, RewardScorer, reward_metrics
+from itk_rl.formats import build_critic_messages, parse_critic_output
 from itk_rl.formats.records import CriticSample
-from itk_rl.formats.score import JudgeScore
 from itk_rl.formats.templates import PromptTemplate
 from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.interfaces.generator import RenderRequest
-from itk_rl.interfaces.reward import RewardFn, RewardInputs, RewardOutput
+from itk_rl.interfaces.reward import RewardFn
 from itk_rl.metrics import SampleView
-from itk_rl.rewards.critic import needs_render, refined_prompt_to_render
 from itk_rl.rewards.judge_pool import JudgePool
 from itk_rl.rollout.pool import GeneratorPool
 from itk_rl.rollout.workers import RolloutWorkers, Sampled
 from itk_rl.trainer.batch import TrainSample
 from itk_rl.trainer.group import TrainerGroup
-from itk_rl.trainer.grpo import grpo_advantages
-
-log = logging.getLogger(__name__)
-UNREADABLE_JUDGE_ANSWER = "unreadable_judge_answer"
-"""The failure kind of a judge call that answered but whose answer could not be read."""
+from itk_rl.trainer.grpo import grpo_advantages, in_zero_variance_group
 
 
 @dataclass(frozen=True)
@@ -67,6 +50,9 @@ class StepSettings:
     skip_zero_variance_groups: bool = True
     norm_adv_by_std: bool = True
     epsilon: float = 1e-6
+    # dynamic sampling: the groups with reward variance trained per step (data.batch_size), out
+    # of the oversampled draw (`records_per_step`); None: off, every drawn group is trained
+    train_groups: int | None = None
 
 
 @dataclass
@@ -96,20 +82,6 @@ class GRPORun:
 
 
 @dataclass
-class Response:
-    """One sampled critic response and everything computed about it."""
-
-    record: int  # index into the step's batch: responses of one record form a GRPO group
-    completion: Completion
-    parsed: ParseResult[CriticVerdict]
-    weights_version: int = 0  # the policy weights that sampled it (updates since the start)
-    rerender: JudgeScore | None = None
-    render_failed: bool = False
-    failures: list[str] = field(default_factory=list)  # the kind of each failed render/judge try
-    reward: RewardOutput | None = None
-
-
-@dataclass
 class ScoredBatch:
     """A batch rolled out and rewarded, waiting for its update: `rollout_and_score`'s result."""
 
@@ -129,36 +101,6 @@ class StepResult:
 def rollout_seed(seed: int, step: int, index: int) -> int:
     """A sampling seed per (run seed, step, record): reproducible, so resumed runs match."""
     return int(np.random.SeedSequence([seed, step, index]).generate_state(1)[0])
-
-
-def render_seed_for(seed: int, step: int, record: int) -> int:
-    """The re-render seed of a record's group: shared by its responses, so their rewards
-    differ by their prompts only, but new for every record and step, so over training the
-    reward meets the generator's chance (smudges, misrender draws) as the pipeline's attempts
-    do. A seed fixed for all records showed every re-render the same draw: at the testbed's
-    seed 0 a prompt in core words never got a smudge and one with a synonym was always
-    misrendered; over 200 seeds, 17 % and 64 % (2026-11-23)."""
-    return int(np.random.SeedSequence([seed, step, record, 1]).generate_state(1)[0])
-
-
-def rerender_inputs(
-    sample: CriticSample, prompt: str, seed: int
-) -> tuple[RenderRequest, np.ndarray | None]:
-    """The re-render of `prompt` for `sample`'s step, and the before-image its judge compares
-    with: from nothing and judged as text-to-image where the record says `text_to_image`, else
-    an edit of the before-image. The record says it; pixels cannot (an edit may start from a
-    white image, and step 1's canvas need not be white)."""
-    if sample.text_to_image:
-        return RenderRequest(prompt, seed=seed), None
-    return RenderRequest(prompt, (sample.origin_image,), seed=seed), sample.origin_image
-
-
-def failure_kind(error: BaseException) -> tuple[str, str]:
-    """The kind (exception class name) and message of a failed render or judge call; an error
-    raised inside an actor arrives wrapped in Ray's RayTaskError, and its cause is what broke."""
-    if isinstance(error, RayTaskError) and error.cause is not None:
-        error = error.cause
-    return type(error).__name__, str(error)
 
 
 def rollout(
@@ -188,109 +130,6 @@ def parse_responses(record: int, sampled: Sampled) -> list[Response]:
         Response(record, completion, parse_critic_output(completion.text), sampled.weights_version)
         for completion in sampled.completions
     ]
-
-
-class RewardScorer:
-    """Rewards responses as they are added, each as soon as its inputs exist.
-
-    A response to a failed step first has its refinement re-rendered from the before-image (from
-    nothing if the record is `text_to_image`) and judged against the *original* prompt, in its
-    own thread (render future → judge future → reward), while the pools batch whatever is in
-    flight; responses that need no render are rewarded at once on the caller's thread. The
-    responses of one record render with one seed (`render_seed_for`), so within a group only
-    the prompt differs. Leaving the `with` block waits for every reward.
-    """
-
-    def __init__(
-        self,
-        generators: GeneratorPool,
-        judges: JudgePool,
-        reward_fn: RewardFn,
-        batch: Sequence[CriticSample],
-        settings: StepSettings,
-        step: int,
-    ) -> None:
-        self.generators, self.judges, self.reward_fn = generators, judges, reward_fn
-        self.batch, self.settings, self.step = batch, settings, step
-        self._logged: set[str] = set()
-        self._lock = threading.Lock()
-        self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix=f"rewards-{step}")
-        self._pending: list[Future[None]] = []
-
-    def add(self, responses: Sequence[Response]) -> None:
-        for response in responses:
-            if self.settings.render_refinements and needs_render(self.batch[response.record]):
-                self._pending.append(self._threads.submit(self._render_judge_reward, response))
-            else:
-                self._reward(response)
-
-    def __enter__(self) -> RewardScorer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        try:
-            for future in self._pending:
-                future.result()
-        finally:
-            self._threads.shutdown(wait=True)
-
-    def _failed(self, response: Response, kind: str, message: str) -> None:
-        """Count a failed try on its response; log its kind the first time this step."""
-        response.failures.append(kind)
-        with self._lock:
-            first = kind not in self._logged
-            self._logged.add(kind)
-        if first:
-            log.warning(
-                "step %d: a re-render or its judging failed with %s: %s (each failure of this "
-                "kind in the step is counted in reward/failures/%s, this line is logged once)",
-                self.step,
-                kind,
-                message,
-                kind,
-            )
-
-    def _reward(self, response: Response) -> None:
-        inputs = RewardInputs(
-            self.batch[response.record],
-            response.completion.text,
-            response.parsed,
-            response.rerender,
-        )
-        response.reward = self.reward_fn(inputs)
-
-    def _render_judge_reward(self, response: Response) -> None:
-        sample = self.batch[response.record]
-        prompt = refined_prompt_to_render(sample, response.parsed)
-        seed = render_seed_for(self.settings.render_seed, self.step, response.record)
-        request, before = rerender_inputs(sample, prompt, seed)
-        for _ in range(self.settings.render_retries + 1):
-            try:
-                (image,) = [f.result() for f in self.generators.submit([request])]
-                judged = self.judges.submit(sample.origin_prompt, image, before).result()
-            except Exception as error:  # a crashed actor, a generator or judge error: try again
-                self._failed(response, *failure_kind(error))
-                continue
-            if judged is not None:
-                response.rerender = judged
-                self._reward(response)
-                return
-            self._failed(response, UNREADABLE_JUDGE_ANSWER, "the judge's answer could not be read")
-        response.render_failed = True
-
-
-def score_responses(
-    generators: GeneratorPool,
-    judges: JudgePool,
-    reward_fn: RewardFn,
-    batch: Sequence[CriticSample],
-    responses: Sequence[Response],
-    settings: StepSettings,
-    step: int,
-) -> None:
-    """Every response's reward (`RewardScorer` over responses that are all sampled already)."""
-    with RewardScorer(generators, judges, reward_fn, batch, settings, step) as scorer:
-        scorer.add(responses)
 
 
 def rollout_and_score(run: GRPORun, step: int, batch: Sequence[CriticSample]) -> ScoredBatch:
@@ -331,6 +170,45 @@ def train_samples(
     return out
 
 
+def records_per_step(batch_size: int, oversample: float) -> int:
+    """Records drawn per step: ceil(batch_size × oversample), the product rounded to 9 decimals
+    first (10 × 1.1 is 11.000000000000002 in floating point: 11 records, not 12)."""
+    return math.ceil(round(batch_size * oversample, 9))
+
+
+def select_groups(
+    num_records: int, responses: Sequence[Response], train_groups: int | None
+) -> tuple[list[Response], dict[str, float]]:
+    """DAPO's dynamic sampling (Yu et al. 2025): the responses of the first `train_groups`
+    records, in record order, whose rewards vary; all responses when `train_groups` is None.
+
+    DAPO samples again until the batch is full of groups with signal. Here the step draws a
+    fixed ceil(batch_size × oversample) records instead (`records_per_step`), on the caller's
+    thread in step order like any batch: the data order stays deterministic, one draw advances
+    the sampler by exactly the records drawn (a checkpoint's sampler position stays right, also
+    with steps drawn ahead), and a step's rollout and rewards are one streamed phase that can
+    run ahead. The price: a step may find fewer than `train_groups` groups with signal; it then
+    trains on those it has. Counts (`data/groups_*`): drawn = with_signal + filtered (rewards
+    all equal, a group of one or none rewarded included); unused: with signal, past
+    `train_groups`.
+    """
+    scored = [r for r in responses if r.reward is not None]
+    records = np.array([r.record for r in scored], dtype=int)
+    flat = in_zero_variance_group(np.array([r.reward.total for r in scored]), records)
+    with_signal = sorted(set(records[~flat].tolist()))
+    kept = with_signal if train_groups is None else with_signal[:train_groups]
+    metrics = {
+        "data/groups_drawn": float(num_records),
+        "data/groups_with_signal": float(len(with_signal)),
+        "data/groups_filtered": float(num_records - len(with_signal)),
+        "data/groups_unused": float(len(with_signal) - len(kept)),
+    }
+    if train_groups is None:
+        return list(responses), metrics
+    trained = set(kept)
+    return [r for r in responses if r.record in trained], metrics
+
+
 def update_policy(
     trainer: TrainerGroup,
     requests: Sequence[ChatRequest],
@@ -360,6 +238,8 @@ def update_policy(
     metrics["data/zero_variance_groups"] = float(advantages.num_zero_variance_groups)
     keep = np.flatnonzero(advantages.keep)
     metrics["data/responses_trained"] = float(len(keep))
+    if len(keep):
+        metrics["reward/mean_trained"] = float(np.mean([scored[i].reward.total for i in keep]))
     if len(keep) < trainer.world_size:
         return metrics | {"data/update_skipped": 1.0}
     samples = train_samples(requests, [scored[i] for i in keep])
@@ -398,32 +278,6 @@ def sync_weights(trainer: TrainerGroup, workers: RolloutWorkers) -> int:
     return workers.update_weights(state_ref)
 
 
-def reward_metrics(batch: Sequence[CriticSample], responses: Sequence[Response]) -> dict[str, Any]:
-    """Means of every reward component, verdict accuracy, format rate and failure counts:
-    `reward/render_or_judge_failures` the responses left out after every try failed,
-    `reward/failures/<kind>` the failed tries of each kind (retried ones included)."""
-    rewarded = [r for r in responses if r.reward is not None]
-    metrics: dict[str, float] = {
-        "reward/format_valid_rate": float(np.mean([r.parsed.format_valid for r in responses])),
-        "reward/unparseable_rate": float(np.mean([r.parsed.value is None for r in responses])),
-        "reward/render_or_judge_failures": float(sum(r.render_failed for r in responses)),
-    }
-    for kind, count in sorted(Counter(k for r in responses for k in r.failures).items()):
-        metrics[f"reward/failures/{kind}"] = float(count)
-    verdicts = [
-        r.parsed.value.success == batch[r.record].evaluation.success
-        for r in responses
-        if r.parsed.value is not None
-    ]
-    metrics["reward/verdict_accuracy"] = float(np.mean(verdicts)) if verdicts else 0.0
-    if rewarded:
-        metrics["reward/total"] = float(np.mean([r.reward.total for r in rewarded]))
-        for name in sorted({k for r in rewarded for k in r.reward.components}):
-            values = [r.reward.components[name] for r in rewarded if name in r.reward.components]
-            metrics[f"reward/{name}"] = float(np.mean(values))
-    return metrics
-
-
 def sample_views(
     batch: Sequence[CriticSample], responses: Sequence[Response], count: int
 ) -> list[SampleView]:
@@ -457,7 +311,8 @@ def staleness_metrics(responses: Sequence[Response], current_version: int) -> di
 def finish_step(
     run: GRPORun, scored: ScoredBatch, *, started: float, num_views: int = 0
 ) -> StepResult:
-    """The step's second half: update on a scored batch, sync the new weights, and the metrics.
+    """The step's second half: the groups to train (`select_groups`), the update on them, the
+    new weights synced, and the metrics (the reward metrics over every group drawn).
 
     `started` is the `time.perf_counter()` at which this step's wall time began (the end of the
     previous step); the pools' busy fractions, time-outs and re-sent items cover the time since
@@ -467,7 +322,8 @@ def finish_step(
     metrics = reward_metrics(scored.batch, scored.responses) | scored.timings
     metrics |= staleness_metrics(scored.responses, actors.workers.weights_version)
     begin = time.perf_counter()
-    metrics |= update_policy(actors.trainer, scored.requests, scored.responses, settings)
+    trained, selection = select_groups(len(scored.batch), scored.responses, settings.train_groups)
+    metrics |= selection | update_policy(actors.trainer, scored.requests, trained, settings)
     synced = time.perf_counter()
     sync_weights(actors.trainer, actors.workers)
     end = time.perf_counter()
@@ -477,6 +333,7 @@ def finish_step(
         stats = pool.stats()
         busy = [actor["busy_fraction"] for actor in stats["actors"]]
         metrics[f"perf/{name}_busy_fraction"] = float(np.mean(busy)) if busy else 0.0
+        metrics[f"perf/{name}_items_per_s"] = stats["served"] / stats["wall_s"]
         metrics[f"fault/{name}_timeouts"] = float(stats["timeouts"])
         metrics[f"fault/{name}_retried"] = float(stats["retried"])
         pool.reset_stats()

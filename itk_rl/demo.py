@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from itk_rl.eval.report import write_report
+from itk_rl.eval.report import ONE_RUN, write_report
 from itk_rl.eval.testbed import (
     check_heldout,
     evaluate_testbed,
@@ -33,7 +33,7 @@ from itk_rl.eval.testbed import (
 )
 from itk_rl.job import compose_recipe
 from itk_rl.sft import sft
-from itk_rl.testbed import TestbedJudge
+from itk_rl.testbed import TestbedJudge, TestbedTask
 from itk_rl.train import train
 
 
@@ -43,11 +43,10 @@ def stage(cfg: DictConfig, name: str) -> DictConfig:
     return compose_recipe(spec.recipe, list(spec.overrides))
 
 
-def evaluate(cfg: DictConfig, sft_final: Path, grpo_final: Path, out: Path) -> dict:
-    """Stage 3 and 4: the held-out comparison and the report; returns the figures."""
+def heldout(cfg: DictConfig) -> list[TestbedTask]:
+    """The held-out tasks of `cfg.evaluation`, none of them among the data build's prompts."""
     evaluation = cfg.evaluation
-    data_dir = Path(evaluation.training_data)
-    training = training_texts(data_dir / "prompts.jsonl")
+    training = training_texts(Path(evaluation.training_data) / "prompts.jsonl")
     tasks = heldout_tasks(
         evaluation.num_tasks,
         seed=evaluation.task_seed,
@@ -55,6 +54,13 @@ def evaluate(cfg: DictConfig, sft_final: Path, grpo_final: Path, out: Path) -> d
         exclude=training,
     )
     check_heldout(tasks, training)
+    return tasks
+
+
+def evaluate(cfg: DictConfig, sft_final: Path, grpo_final: Path, out: Path) -> dict:
+    """Stage 3 and 4: the held-out comparison and the report; returns the figures."""
+    evaluation = cfg.evaluation
+    tasks = heldout(cfg)
     systems, generator = heldout_systems(cfg, sft_final, grpo_final)
     # Run pages go to out/runs/, beside report/ which links to them.
     result = evaluate_testbed(
@@ -88,6 +94,7 @@ def run(cfg: DictConfig) -> Path:
     (out / "figures.json").write_text(json.dumps(figures, indent=2))
     print(f"[demo] {json.dumps(figures)}")
     print(f"[demo] report: {figures['report']}")
+    print(f"[demo] {ONE_RUN}")
     return Path(figures["report"])
 
 

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from itk_rl.formats.files import write_atomic
 from itk_rl.metrics import MetricsLog
+from itk_rl.rollout.actors import labels_match
 
 if TYPE_CHECKING:
     from itk_rl.data.sampler import BatchSampler
@@ -83,7 +84,7 @@ def check_resources(groups: Mapping[str, tuple[int, Any]]) -> None:
         selector = plain(node.get("label_selector")) or {}
         if not selector:
             continue
-        matching = [n for n in nodes if _labels_match(selector, n.get("Labels") or {})]
+        matching = [n for n in nodes if labels_match(selector, n.get("Labels") or {})]
         if matching:
             where = f"the part of the cluster labelled {selector}"
             problems += _shortfalls({name: (count, node)}, matching, where)
@@ -138,21 +139,6 @@ def _label_list(nodes: Sequence[Mapping[str, Any]]) -> str:
     """The labels the `nodes` carry, but each node's unique id, for an error message."""
     labels = {f"{k}={v}" for n in nodes for k, v in (n.get("Labels") or {}).items()}
     return ", ".join(sorted(x for x in labels if not x.startswith("ray.io/node-id="))) or "none"
-
-
-def _labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    """Whether a node with `labels` satisfies a Ray label selector: per key, `value`,
-    `!value`, `in(a, b)` or `!in(a, b)` (a negation also matches a node without the label)."""
-    for key, expression in selector.items():
-        negated = expression.startswith("!")
-        body = expression.removeprefix("!")
-        if body.startswith("in(") and body.endswith(")"):
-            values = {value.strip() for value in body[3:-1].split(",")}
-        else:
-            values = {body}
-        if (labels.get(key) in values) == negated:
-            return False
-    return True
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

@@ -9,11 +9,13 @@ Each step is `critic_grpo.rollout_and_score` (rollout streamed into the rewards)
 halves of the next k steps run on background threads while this step updates: a batch is
 sampled by weights at most k updates older than the ones it trains, which the trainer's rollout
 correction can account for (`trainer.rollout_is`). k = 0 is the on-policy step, phase after
-phase.
+phase. With `algorithm.dynamic_sampling.oversample` > 1 each step draws that many times
+`data.batch_size` records and trains the groups whose rewards vary (`critic_grpo.select_groups`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from itk_rl.critic_grpo import (
     GRPORun,
     StepSettings,
     finish_step,
+    records_per_step,
     scored_batches,
     sync_weights,
 )
@@ -58,7 +61,7 @@ CONSOLE_KEYS = (
     "reward/verdict_accuracy",
     "reward/format_valid_rate",
     "reward/sem",
-    "data/zero_variance_groups",
+    "data/groups_with_signal",
     "rollout/staleness_max",
     "actor/kl",
     "time/step_s",
@@ -94,6 +97,7 @@ def start_actors(cfg: DictConfig) -> Actors:
             call_timeout_s=rollout.call_timeout_s,
             max_restarts=cfg.fault_tolerance.max_restarts,
             max_task_retries=cfg.fault_tolerance.max_task_retries,
+            restart_timeout_s=cfg.fault_tolerance.restart_timeout_s,
         ),
         generators=GeneratorPool(
             plain(generator.component),
@@ -107,6 +111,7 @@ def start_actors(cfg: DictConfig) -> Actors:
             call_timeout_s=generator.call_timeout_s,
             max_restarts=cfg.fault_tolerance.max_restarts,
             max_task_retries=cfg.fault_tolerance.max_task_retries,
+            restart_timeout_s=cfg.fault_tolerance.restart_timeout_s,
         ),
         judges=JudgePool(
             plain(judge.component),
@@ -118,6 +123,7 @@ def start_actors(cfg: DictConfig) -> Actors:
             call_timeout_s=judge.call_timeout_s,
             max_restarts=cfg.fault_tolerance.max_restarts,
             max_task_retries=cfg.fault_tolerance.max_task_retries,
+            restart_timeout_s=cfg.fault_tolerance.restart_timeout_s,
         ),
         trainer=TrainerGroup(cfg.critic.model_path, plain(cfg.trainer)),
     )
@@ -126,8 +132,19 @@ def start_actors(cfg: DictConfig) -> Actors:
 def step_settings(cfg: DictConfig, reward_fn: RewardFn) -> StepSettings:
     """The step's settings from the recipe; refinements are re-rendered exactly when the reward
     reads them (derived, not a recipe key: a recipe that skipped the renders its reward reads
-    would fail at the first failed step, and one that made renders it ignores would waste them)."""
+    would fail at the first failed step, and one that made renders it ignores would waste them).
+
+    Also checks the step's numbers that no constructor checks before the actors start
+    (`algorithm.max_staleness` among them), naming the recipe key."""
     algorithm = cfg.algorithm
+    oversample = algorithm.dynamic_sampling.oversample
+    for key, value, least in (
+        ("algorithm.max_staleness", algorithm.max_staleness, 0),
+        ("rollout.chunk_records", cfg.rollout.chunk_records, 0),
+        ("algorithm.dynamic_sampling.oversample", oversample, 1.0),
+    ):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= least):
+            raise ValueError(f"{key} must be a number >= {least}, got {value!r}")
     return StepSettings(
         sampling=SamplingParams(**plain(cfg.rollout.sampling)),
         chunk_records=cfg.rollout.chunk_records,
@@ -137,6 +154,7 @@ def step_settings(cfg: DictConfig, reward_fn: RewardFn) -> StepSettings:
         skip_zero_variance_groups=algorithm.skip_zero_variance_groups,
         norm_adv_by_std=algorithm.norm_adv_by_std,
         epsilon=algorithm.epsilon,
+        train_groups=cfg.data.batch_size if oversample > 1 else None,
     )
 
 
@@ -149,7 +167,8 @@ def train(cfg: DictConfig) -> Path:
     template: PromptTemplate = load_template(cfg.critic.template)
     reward_fn: RewardFn = instantiate(cfg.reward)
     settings = step_settings(cfg, reward_fn)
-    sampler = BatchSampler(len(records), cfg.data.batch_size, seed=cfg.seed)
+    drawn = records_per_step(cfg.data.batch_size, cfg.algorithm.dynamic_sampling.oversample)
+    sampler = BatchSampler(len(records), drawn, seed=cfg.seed)
     connect_ray(cfg.cluster)
     check_resources(actor_groups(cfg))
     actors = start_actors(cfg)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from itk_rl.formats.score import JudgeScore
-from itk_rl.rollout.actors import BatchedActorGroup
+from itk_rl.rollout.actors import RESTART_TIMEOUT_S
+from itk_rl.rollout.batching import BatchedActorGroup
 
 
 class JudgePool(BatchedActorGroup):
@@ -40,6 +41,7 @@ class JudgePool(BatchedActorGroup):
         resources: Mapping[str, float] | None = None,
         label_selector: Mapping[str, str] | None = None,
         call_timeout_s: float | None = None,
+        restart_timeout_s: float = RESTART_TIMEOUT_S,
     ) -> None:
         super().__init__(
             config=judge_config,
@@ -55,6 +57,7 @@ class JudgePool(BatchedActorGroup):
             resources=resources,
             label_selector=label_selector,
             call_timeout_s=call_timeout_s,
+            restart_timeout_s=restart_timeout_s,
             group="judge",
         )
 

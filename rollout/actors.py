@@ -1,13 +1,8 @@
-"""Ray actor groups built from config, and the driver-side batcher the generator and judge
-pools share.
+"""Ray actor groups built from config: the actors every group starts, names and kills.
 
-Async style, used by every actor group in itk_rl: callers get `concurrent.futures.Future`s.
-A pool keeps one driver-side dispatcher thread that collects submissions from any number of
-callers (threads, or asyncio code through `asyncio.wrap_future`), cuts them into batches and
-sends each batch to the least-busy actor; Ray resolves the batch's ObjectRef through
-`ObjectRef.future()` callbacks, which settle the callers' futures. ObjectRefs alone would not
-do: a batch does not exist yet when a request is submitted, so there is no ref to return, and
-deduplication and per-item failure need a place that sees every request.
+Async style, used by every actor group in itk_rl: callers get `concurrent.futures.Future`s. The
+generator and judge pools batch their callers' requests on the driver
+(`itk_rl.rollout.batching`); the rollout workers hand back one future per request.
 
 Components are built inside the actors by `hydra.utils.instantiate` from plain config dicts
 (`{"_target_": ..., ...}`), so a model is loaded where its resources were declared and only
@@ -16,21 +11,24 @@ plain data crosses the Ray boundary.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
-from contextlib import suppress
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError
 
 PROBE_INTERVAL_S = 0.2
 """How often an actor that Ray is restarting is asked whether it is back."""
+RESTART_TIMEOUT_S = 120.0
+"""How long a group waits for a lost actor to come back before leaving it out for good, unless
+the recipe says otherwise (`fault_tolerance.restart_timeout_s`)."""
+
+
+class ActorGroupLost(RuntimeError):
+    """No actor of a group is left: each died for good, or was not back within its restart
+    time-out (its node died and no live node has what it needs). The group can serve nothing
+    again, so the job stops with this message rather than waiting forever."""
 
 
 def build_component(config: dict[str, Any]) -> Any:
@@ -90,10 +88,11 @@ def make_actors(
     resources: Mapping[str, float] | None = None,
     label_selector: Mapping[str, str] | None = None,
     group: str = "actor",
-) -> list[ray.actor.ActorHandle]:
+) -> tuple[list[ray.actor.ActorHandle], list[str]]:
     """Start `num_actors` actors of `actor_class(config)` and wait until each has built its
-    component (errors in `config` surface here, not on the first call). Each is named
-    `itk-<group>-<index>-<8 hex digits>` (in the dashboard, and for `ray.get_actor`).
+    component (errors in `config` surface here, not on the first call). Returns the actors and
+    their names, `itk-<group>-<index>-<8 hex digits>` (in the dashboard, for `ray.get_actor`,
+    and in error messages).
 
     `max_restarts` / `max_task_retries`: Ray restarts an actor that died (its component is
     rebuilt from `config`) and re-runs the calls it had in flight. `resources` (custom Ray
@@ -112,16 +111,14 @@ def make_actors(
         "label_selector": dict(label_selector) if label_selector else None,
     }
     run = uuid.uuid4().hex[:8]
-    actors = [
-        remote_class.options(name=f"itk-{group}-{index}-{run}", **options).remote(config)
-        for index in range(num_actors)
-    ]
+    names = [f"itk-{group}-{index}-{run}" for index in range(num_actors)]
+    actors = [remote_class.options(name=name, **options).remote(config) for name in names]
     try:
         ray.get([actor.ready.remote() for actor in actors])
     except Exception:
         kill_actors(actors)  # the ones that did start must not hold their resources
         raise
-    return actors
+    return actors, names
 
 
 def kill_actors(actors: Sequence[ray.actor.ActorHandle]) -> None:
@@ -130,356 +127,62 @@ def kill_actors(actors: Sequence[ray.actor.ActorHandle]) -> None:
         ray.kill(actor, no_restart=True)
 
 
-@dataclass(eq=False)
-class _Item:
-    """One unique request: its argument tuple and every caller's future waiting for it."""
-
-    args: tuple
-    key: Hashable | None
-    arrival: float
-    futures: list[Future] = field(default_factory=list)
-    alone: bool = False  # its batch failed: it goes alone, to find the item at fault
-    tries: int = 0  # calls of it lost because their actor died or hung
-    avoid: _ActorState | None = None  # that actor: the next try goes elsewhere if it can
+def group_lost(group: str, gone: Mapping[str, str], needs: str) -> ActorGroupLost:
+    """The error of a group with no actor left: each actor's name and why it is gone (`gone`),
+    and what the group needs that the cluster lacks (`unmet_needs`)."""
+    actors = "; ".join(f"{name} {why}" for name, why in gone.items())
+    return ActorGroupLost(
+        f"no {group} actor is left ({actors}): {needs}. Add a node that has it (or change the "
+        f"group's resources or label_selector) and resume the run from its last checkpoint"
+    )
 
 
-@dataclass(eq=False)
-class _Call:
-    """One call in flight on one actor: a batch, or a `ready` probe (no items) after the actor
-    was restarted. `settled` once answered or given up (a late answer is then ignored)."""
+def unmet_needs(
+    group: str,
+    num_cpus: float,
+    num_gpus: float,
+    resources: Mapping[str, float] | None = None,
+    label_selector: Mapping[str, str] | None = None,
+) -> str:
+    """Why an actor of `group` with these needs may not come back, read from the live nodes
+    (`ray.nodes()`), e.g. "generator needs {'flux': 1.0}; no live node has it"."""
+    asks = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
+    asks |= {name: float(amount) for name, amount in (resources or {}).items()}
+    asks = {name: amount for name, amount in asks.items() if amount > 0}
+    selector = dict(label_selector or {})
+    nodes = [node for node in ray.nodes() if node["Alive"]]
 
-    actor: _ActorState
-    items: list[_Item]
-    deadline: float
-    settled: bool = False
+    def has(node: Mapping[str, Any], name: str) -> bool:
+        return node["Resources"].get(name, 0.0) >= asks[name] - 1e-9
+
+    def matches(node: Mapping[str, Any]) -> bool:
+        return labels_match(selector, node.get("Labels") or {})
+
+    missing = {name: ask for name, ask in asks.items() if not any(has(n, name) for n in nodes)}
+    problems = [f"{group} needs {missing}; no live node has it"] if missing else []
+    if selector and not any(matches(node) for node in nodes):
+        problems.append(f"{group} needs a node labelled {selector}; no live node has those labels")
+    if problems:
+        return "; ".join(problems)
+    where = f" on a node labelled {selector}" if selector else ""
+    if not any(matches(node) and all(has(node, name) for name in asks) for node in nodes):
+        return f"{group} needs {asks}{where}; live nodes have each part, none has it all"
+    return (
+        f"{group} needs {asks}{where}; a live node has it, so other actors hold it or the actor "
+        "was still starting (a slow model load needs a longer restart_timeout_s)"
+    )
 
 
-@dataclass(eq=False)
-class _ActorState:
-    handle: ray.actor.ActorHandle
-    calls: list[_Call] = field(default_factory=list)  # in flight, in the order they run
-    alive: bool = True
-    probing: bool = False  # died or hung: no batch until its `ready` answers
-    busy_s: float = 0.0
-    batches: int = 0
-    items: int = 0
-    timeouts: int = 0
-
-    def report(self, wall_s: float) -> dict[str, Any]:
-        fraction = min(1.0, self.busy_s / wall_s)
-        names = ("busy_s", "batches", "items", "alive", "timeouts")
-        return {"busy_fraction": fraction, **{name: getattr(self, name) for name in names}}
-
-
-class BatchedActorGroup:
-    """`num_actors` `ComponentActor`s built from `config`, fed with dynamic batches of calls to
-    the component's `method` (the generator pool and the judge pool).
-
-    A batch leaves when `max_batch_size` items are waiting, or when the oldest has waited
-    `max_wait_s`, and only while some live actor has fewer than `max_in_flight` batches (so
-    under load requests pile up into full batches instead of small ones queueing on busy
-    actors). It goes to the live actor with the fewest batches in flight, then the least busy.
-
-    Requests with the same `key` that are waiting or in flight are served once; every caller
-    gets the result. Failures, none of which is ever answered with a made-up result:
-    - a batch that raises: its items are retried one by one, so only the item at fault fails
-      (its future carries the exception);
-    - an actor that dies mid-call: Ray restarts it (`max_restarts`); the pool sends the lost
-      batch's items to another live actor and probes the dead one with `ready` before using it
-      again (a probe that fails: restarts spent, the actor is left out for good);
-    - a call not answered within `call_timeout_s` (None: no limit; a batch queued behind
-      another on its actor gets its own limit after that one's): the actor is taken as hung,
-      killed and restarted by Ray, and every batch in flight on it is sent elsewhere, as for a
-      death.
-    An item whose call was running when its actor died or hung more than `max_task_retries`
-    times fails with that error (`TimeoutError` for a hang; calls queued behind it on that actor
-    never ran and are re-sent as they are); with no live actor left, every waiting item fails.
-    """
-
-    def __init__(
-        self,
-        config: dict[str, Any],
-        method: str,
-        num_actors: int,
-        num_cpus: float,
-        num_gpus: float,
-        max_restarts: int,
-        max_task_retries: int,
-        max_batch_size: int,
-        max_wait_s: float,
-        max_in_flight: int = 2,
-        resources: Mapping[str, float] | None = None,
-        label_selector: Mapping[str, str] | None = None,
-        call_timeout_s: float | None = None,
-        group: str = "pool",
-    ) -> None:
-        if max_batch_size < 1 or max_wait_s < 0 or max_in_flight < 1:
-            raise ValueError(
-                f"need max_batch_size >= 1, max_wait_s >= 0, max_in_flight >= 1; got "
-                f"{max_batch_size}, {max_wait_s}, {max_in_flight}"
-            )
-        if call_timeout_s is not None and call_timeout_s <= 0:
-            raise ValueError(f"call_timeout_s must be > 0 or None, got {call_timeout_s}")
-        self.method, self.max_batch_size, self.max_wait_s = method, max_batch_size, max_wait_s
-        self.max_in_flight, self.max_task_retries = max_in_flight, max_task_retries
-        self.call_timeout_s = call_timeout_s
-        # Ray re-runs no call itself (0 task retries): the pool re-sends lost batches, to
-        # another actor where it can, and knows which call is a hung one's re-run.
-        counts = (num_actors, num_cpus, num_gpus, max_restarts, 0)
-        self.actors = make_actors(
-            ComponentActor, config, *counts, resources, label_selector, group=group
-        )
-        self._actors = [_ActorState(handle) for handle in self.actors]
-        self._pending: deque[_Item] = deque()
-        self._by_key: dict[Hashable, _Item] = {}
-        self._probes: deque[_Call] = deque()  # to send: actors that died or hung
-        self._cond = threading.Condition()
-        self._closed = False
-        self.reset_stats()
-        self._thread = threading.Thread(target=self._run, name=f"dispatch-{method}", daemon=True)
-        self._thread.start()
-
-    def _enqueue(
-        self, args: Sequence[tuple], keys: Sequence[Hashable | None] | None = None
-    ) -> list[Future]:
-        """Queue one call per argument tuple; one future per tuple, in order."""
-        keys = list(keys) if keys is not None else [None] * len(args)
-        futures = [Future() for _ in args]
-        with self._cond:
-            if self._closed:
-                raise RuntimeError(f"the {self.method!r} pool is shut down")
-            now = time.monotonic()
-            for item_args, key, future in zip(args, keys, futures, strict=True):
-                self._counts["requests"] += 1
-                item = self._by_key.get(key) if key is not None else None
-                if item is not None:
-                    self._counts["deduplicated"] += 1
-                else:
-                    item = _Item(tuple(item_args), key, now)
-                    self._pending.append(item)
-                    if key is not None:
-                        self._by_key[key] = item
-                item.futures.append(future)
-            self._cond.notify_all()
-        return futures
-
-    def stats(self) -> dict[str, Any]:
-        """Since start or `reset_stats`: per-actor busy fraction (seconds inside the component's
-        method / wall seconds; a batch counts when it finishes) and time-outs, requests,
-        deduplicated, served (unique items answered), failed, retried (items re-sent after
-        their actor died or hung), timeouts, batches and mean batch size."""
-        with self._cond:
-            wall = max(time.monotonic() - self._since, 1e-9)
-            actors = [a.report(wall) for a in self._actors]
-            batches = sum(a.batches for a in self._actors)
-            items = sum(a.items for a in self._actors)
-            return {
-                "actors": actors,
-                **self._counts,
-                "batches": batches,
-                "mean_batch_size": items / batches if batches else 0.0,
-                "wall_s": wall,
-            }
-
-    def reset_stats(self) -> None:
-        with self._cond:
-            self._since = time.monotonic()
-            names = ("requests", "deduplicated", "served", "failed", "retried", "timeouts")
-            self._counts = dict.fromkeys(names, 0)
-            for actor in self._actors:
-                actor.busy_s, actor.batches, actor.items, actor.timeouts = 0.0, 0, 0, 0
-
-    def shutdown(self) -> None:
-        """Stop dispatching and kill the actors; unanswered requests fail. Idempotent."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            orphans = list(self._pending)
-            self._pending.clear()
-            self._cond.notify_all()
-        self._thread.join()
-        self._finish(orphans, error=RuntimeError(f"the {self.method!r} pool was shut down"))
-        kill_actors(self.actors)  # in-flight batches fail through their callbacks
-
-    def __enter__(self) -> BatchedActorGroup:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                picked = self._next_batch()
-            if picked is None:
-                return
-            call = picked
-            if call.items:
-                args = [item.args for item in call.items]
-                ref = call.actor.handle.call_batch.remote(self.method, args)
-            else:
-                ref = call.actor.handle.ready.remote()
-            # `r=ref` keeps the ObjectRef alive until its result has been read
-            ref.future().add_done_callback(lambda done, c=call, r=ref: self._on_done(c, done))
-
-    def _on_done(self, call: _Call, done: Future) -> None:
-        """Ray swallows callback errors: turn a bug here into failed items, never a hang."""
-        try:
-            self._done(call, done)
-        except Exception as error:
-            self._finish(call.items, error=error)
-
-    def _deadline(self, actor: _ActorState, now: float) -> float:
-        """When a batch sent now to `actor` is overdue: `call_timeout_s` after it can start."""
-        if self.call_timeout_s is None:
-            return float("inf")
-        start = max([now, *(call.deadline for call in actor.calls)])
-        return start + self.call_timeout_s
-
-    def _send(self, actor: _ActorState, items: list[_Item]) -> _Call:
-        """Record a batch call to `actor` (hold the condition); `_run` makes it."""
-        call = _Call(actor, items, self._deadline(actor, time.monotonic()))
-        actor.calls.append(call)
-        return call
-
-    def _next_batch(self) -> _Call | None:
-        """Wait (holding the condition) until a call may leave; None once closed. Overdue
-        calls are handled on the way (their actors killed, their items sent back)."""
-        while not self._closed:
-            now = time.monotonic()
-            self._expire_overdue(now)
-            if self._probes:
-                return self._probes.popleft()
-            live = [
-                a
-                for a in self._actors
-                if a.alive and not a.probing and len(a.calls) < self.max_in_flight
-            ]
-            wait = min([call.deadline for a in self._actors for call in a.calls] or [now + 3600])
-            wait -= now
-            if self._pending and live:
-                head = self._pending[0]
-                fill = head.arrival + self.max_wait_s - now
-                if head.alone or len(self._pending) >= self.max_batch_size or fill <= 0:
-                    others = [a for a in live if a is not head.avoid] or live
-                    actor = min(others, key=lambda a: (len(a.calls), a.busy_s))
-                    size = 1 if head.alone else self.max_batch_size
-                    batch = [self._pending.popleft()]
-                    while self._pending and len(batch) < size and not self._pending[0].alone:
-                        batch.append(self._pending.popleft())
-                    return self._send(actor, batch)
-                wait = min(wait, fill)
-            self._cond.wait(min(max(wait, 0.0), 3600.0))
-        return None
-
-    def _expire_overdue(self, now: float) -> None:
-        """An actor with an overdue call is taken as hung: killed (Ray restarts it), its calls
-        given up and their items sent back (hold the condition)."""
-        for actor in self._actors:
-            if actor.alive and any(call.deadline <= now for call in actor.calls):
-                self._counts["timeouts"] += 1
-                actor.timeouts += 1
-                ray.kill(actor.handle, no_restart=False)
-                hung = TimeoutError(
-                    f"a {self.method!r} call was not answered within call_timeout_s="
-                    f"{self.call_timeout_s}; its actor was restarted"
-                )
-                self._lose_calls(actor, hung)
-
-    def _lose_calls(self, actor: _ActorState, error: BaseException) -> None:
-        """Give up `actor`'s calls in flight (hold the condition): their items go back first in
-        line, or fail with `error` if lost too often; the actor is probed before it gets more.
-        The probe has no deadline: a restart may load a large model; Ray fails it if the actor
-        cannot come back."""
-        running = actor.calls[0].items if actor.calls else []  # calls run in order
-        lost = [item for call in actor.calls for item in call.items]
-        for call in actor.calls:
-            call.settled = True
-        actor.calls.clear()
-        actor.probing = True
-        retry, failed = [], []
-        for item in lost:
-            item.tries += item in running  # the calls queued behind it never ran
-            item.avoid = actor
-            (retry if item.tries <= self.max_task_retries else failed).append(item)
-        self._counts["retried"] += len(retry)
-        self._pending.extendleft(reversed(retry))
-        self._cond.notify_all()
-        if failed:
-            threading.Thread(target=self._finish, args=(failed, None, error), daemon=True).start()
-        self._queue_probe(actor)
-
-    def _probe_again(self, actor: _ActorState) -> None:
-        with self._cond:
-            if not self._closed:
-                self._queue_probe(actor)
-                self._cond.notify_all()
-
-    def _queue_probe(self, actor: _ActorState) -> None:
-        """A `ready` call for the dispatcher to send `actor` (hold the condition)."""
-        probe = _Call(actor, [], float("inf"))
-        actor.calls.append(probe)
-        self._probes.append(probe)
-
-    def _done(self, call: _Call, done: Future) -> None:
-        """Runs in a Ray callback thread when a call's ObjectRef resolves."""
-        error = done.exception()
-        items = call.items
-        with self._cond:
-            if call.settled:  # given up already (its actor hung): the late answer is ignored
-                return
-            call.settled = True
-            actor = call.actor
-            actor.calls.remove(call)
-            if not items and isinstance(error, ActorUnavailableError):  # still restarting
-                threading.Timer(PROBE_INTERVAL_S, self._probe_again, (actor,)).start()
-                return
-            if not items:  # a probe: the actor is back, or gone for good
-                actor.probing = False
-                actor.alive = error is None
-                if not any(a.alive for a in self._actors):
-                    items, self._pending = list(self._pending), deque()
-                    error = error or RuntimeError(f"no live {self.method!r} actor is left")
-                self._cond.notify_all()
-                if error is None or not items:
-                    return
-            elif error is None:
-                results, seconds = done.result()
-                actor.busy_s += seconds
-                actor.batches += 1
-                actor.items += len(items)
-            elif self._closed:
-                pass  # failed below
-            elif isinstance(error, RayActorError):  # died mid-call: its items go elsewhere
-                call.settled = False  # lost with the actor's other calls
-                actor.calls.insert(0, call)
-                self._lose_calls(actor, error)
-                return
-            elif len(items) > 1:  # find the item at fault: retry each alone, first in line
-                for item in items:
-                    item.alone = True
-                self._pending.extendleft(reversed(items))
-                items = []
-            self._cond.notify_all()
-        self._finish(items, results if error is None else None, error)
-
-    def _finish(
-        self,
-        items: list[_Item],
-        results: list[Any] | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        """Settle every caller's future for `items`: one result per item, or `error` for all."""
-        with self._cond:
-            self._counts["served" if error is None else "failed"] += len(items)
-            for item in items:
-                if item.key is not None and self._by_key.get(item.key) is item:
-                    del self._by_key[item.key]
-        for index, item in enumerate(items):
-            for future in item.futures:
-                with suppress(InvalidStateError):  # cancelled by its caller
-                    if error is None:
-                        future.set_result(results[index])
-                    else:
-                        future.set_exception(error)
+def labels_match(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Whether a node with `labels` satisfies a Ray label selector: per key, `value`,
+    `!value`, `in(a, b)` or `!in(a, b)` (a negation also matches a node without the label)."""
+    for key, expression in selector.items():
+        negated = expression.startswith("!")
+        body = expression.removeprefix("!")
+        if body.startswith("in(") and body.endswith(")"):
+            values = {value.strip() for value in body[3:-1].split(",")}
+        else:
+            values = {body}
+        if (labels.get(key) in values) == negated:
+            return False
+    return True

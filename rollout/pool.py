@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from itk_rl.interfaces.generator import RenderRequest
-from itk_rl.rollout.actors import BatchedActorGroup
+from itk_rl.rollout.actors import RESTART_TIMEOUT_S
+from itk_rl.rollout.batching import BatchedActorGroup
 
 
 def request_key(request: RenderRequest) -> bytes:
@@ -49,6 +50,9 @@ class GeneratorPool(BatchedActorGroup):
             answered twice (`BatchedActorGroup`).
         call_timeout_s: a batch not rendered this long after it could start means a hung
             actor (None: no limit).
+        restart_timeout_s: an actor that died or hung and is not back this long after (its node
+            died and no live node has its resources) is left out; with none left, requests fail
+            with `ActorGroupLost`.
         max_in_flight: batches queued on one actor at once (2 hides transfers behind compute).
         resources, label_selector: custom Ray resources ({name: amount}) and node labels
             ({label: value}) each actor also needs: they place the pool on a node type.
@@ -70,6 +74,7 @@ class GeneratorPool(BatchedActorGroup):
         resources: Mapping[str, float] | None = None,
         label_selector: Mapping[str, str] | None = None,
         call_timeout_s: float | None = None,
+        restart_timeout_s: float = RESTART_TIMEOUT_S,
     ) -> None:
         super().__init__(
             config=generator_config,
@@ -85,6 +90,7 @@ class GeneratorPool(BatchedActorGroup):
             resources=resources,
             label_selector=label_selector,
             call_timeout_s=call_timeout_s,
+            restart_timeout_s=restart_timeout_s,
             group="generator",
         )
 

@@ -34,7 +34,16 @@ import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
-from itk_rl.rollout.actors import PROBE_INTERVAL_S, ComponentActor, kill_actors, make_actors
+from itk_rl.rollout.actors import (
+    PROBE_INTERVAL_S,
+    RESTART_TIMEOUT_S,
+    ActorGroupLost,
+    ComponentActor,
+    group_lost,
+    kill_actors,
+    make_actors,
+    unmet_needs,
+)
 
 
 class EngineActor(ComponentActor):
@@ -95,10 +104,13 @@ class RolloutWorkers:
 
     Faults: a worker that dies is restarted by Ray (`max_restarts`); a chunk not sampled within
     `call_timeout_s` after it could start (None: no limit) means a hung worker, which is killed
-    and restarted. Either way the group waits until the worker is back (or gone for good),
-    gives it the latest weights, and sends the lost chunk to the next live worker, up to
-    `max_task_retries` times; then the chunk's requests fail with the error (`TimeoutError` for
-    a hang). Ray itself re-runs nothing, so a hung chunk is never re-run where it hung.
+    and restarted. Either way the group waits until the worker is back, gives it the latest
+    weights, and sends the lost chunk to the next live worker, up to `max_task_retries` times;
+    then the chunk's requests fail with the error (`TimeoutError` for a hang). Ray itself re-runs
+    nothing, so a hung chunk is never re-run where it hung. A worker not back within
+    `restart_timeout_s` (its node died and no live node has its resources or labels) is killed
+    for good and the others go on; with none left, requests fail with `ActorGroupLost`, naming
+    the workers and what no live node has.
     `resources` and `label_selector` (custom Ray resources and node labels each worker also
     needs) place the workers on a node type.
     """
@@ -114,10 +126,13 @@ class RolloutWorkers:
         resources: Mapping[str, float] | None = None,
         label_selector: Mapping[str, str] | None = None,
         call_timeout_s: float | None = None,
+        restart_timeout_s: float = RESTART_TIMEOUT_S,
     ) -> None:
         if call_timeout_s is not None and call_timeout_s <= 0:
             raise ValueError(f"rollout.call_timeout_s must be > 0 or null, got {call_timeout_s}")
-        self.workers = make_actors(
+        if restart_timeout_s <= 0:
+            raise ValueError(f"restart_timeout_s must be > 0, got {restart_timeout_s}")
+        self.workers, self.names = make_actors(
             EngineActor,
             engine_config,
             num_actors=num_actors,
@@ -130,9 +145,13 @@ class RolloutWorkers:
             group="rollout",
         )
         self.max_task_retries, self.call_timeout_s = max_task_retries, call_timeout_s
+        self.restart_timeout_s = restart_timeout_s
+        self._needs = (num_cpus, num_gpus, resources, label_selector)
         self.weights_version = 0
         self.faults = {"timeouts": 0, "deaths": 0, "resent": 0, "failed": 0}
         self._alive = [True] * num_actors
+        self._lost_at: dict[int, float] = {}  # workers being restarted: since when
+        self._gone: dict[str, str] = {}  # workers left out for good: name → why
         self._deadlines = [0.0] * num_actors  # the latest deadline of a chunk queued on each
         self._weights_ref: ray.ObjectRef | None = None
         self._sync_lock = threading.Lock()  # a version and its weights reach a worker together
@@ -155,7 +174,7 @@ class RolloutWorkers:
         futures: list[Future[Sampled]] = [Future() for _ in requests]
         live = [i for i, alive in enumerate(self._alive) if alive]
         if not live:
-            raise RuntimeError("no rollout worker is left (each died after its restarts)")
+            raise self._group_lost()
         with self._sync_lock:
             version = self.weights_version
             shards = chunk_bounds(len(requests), len(live), chunk_records)
@@ -176,9 +195,13 @@ class RolloutWorkers:
         """Load the state dict behind `state_dict_ref` (put in the object store once by the
         caller) into every worker; returns the new `weights_version`.
 
-        The ref is kept, to restore the weights of a worker that restarts later. A load queues
-        behind the chunks already on its worker; a worker that dies or hangs meanwhile gets the
-        weights when it is back.
+        Returns once the loads are queued, without waiting for them: a load queues behind the
+        chunks already on its worker (sampled with the weights they were sent for) and ahead of
+        every chunk sent after it (sampled with these), so the caller's next update need not
+        wait for the rollouts in flight, and a rollout waits for no more than its worker's load.
+        Which weights sample which chunk depends on the order of calls only, never on timing.
+        The ref is kept, to restore the weights of a worker that restarts later; a worker that
+        dies or hangs before its load gets the weights when it is back.
         """
         if not isinstance(state_dict_ref, ray.ObjectRef):
             raise TypeError(
@@ -188,13 +211,18 @@ class RolloutWorkers:
         with self._sync_lock:
             self.weights_version += 1
             self._weights_ref = state_dict_ref
-            pushes = [(i, self._push(i)) for i, alive in enumerate(self._alive) if alive]
-        for index, ref in pushes:
-            try:
-                ray.get(ref)
-            except RayActorError:  # died behind a chunk: restored when it is back
-                self._restore(index)
-        return self.weights_version
+            for index, alive in enumerate(self._alive):
+                if alive:
+                    self._collector.submit(self._loaded, index, self._push(index))
+            return self.weights_version
+
+    def _loaded(self, index: int, ref: ray.ObjectRef) -> None:
+        """Wait for a weights load on worker `index`; one that died first (behind a chunk) is
+        restored when it is back."""
+        try:
+            ray.get(ref)
+        except RayActorError:
+            self._restore(index)
 
     def worker_versions(self) -> list[int]:
         """The weights version each worker holds now (a restarted one may be behind)."""
@@ -231,19 +259,40 @@ class RolloutWorkers:
 
     def _restore(self, index: int) -> None:
         """Wait until worker `index` is back from a restart, then give it the latest weights;
-        a worker whose restarts are spent is left out from now on."""
-        while True:
+        a worker whose restarts are spent, or not back within `restart_timeout_s` of its loss,
+        is left out from now on."""
+        with self._sync_lock:
+            lost_at = self._lost_at.setdefault(index, time.monotonic())
+        deadline = lost_at + self.restart_timeout_s
+        while self._alive[index]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                why = f"was not back within restart_timeout_s={self.restart_timeout_s:g} s"
+                return self._leave_out(index, why)
             try:
-                ray.get(self.workers[index].version.remote())
+                ray.get(self.workers[index].version.remote(), timeout=left)
                 break
             except ActorUnavailableError:  # still restarting
                 time.sleep(PROBE_INTERVAL_S)
-            except RayActorError:
-                self._alive[index] = False
-                return
+            except GetTimeoutError:
+                continue  # past the deadline now
+            except RayActorError as error:
+                return self._leave_out(index, f"died for good ({type(error).__name__})")
         with self._sync_lock:
-            if self._weights_ref is not None:
+            self._lost_at.pop(index, None)
+            if self._alive[index] and self._weights_ref is not None:
                 self._push(index)
+
+    def _leave_out(self, index: int, why: str) -> None:
+        """Worker `index` is gone for good: killed, so Ray stops trying to place it."""
+        with self._sync_lock:
+            if self._alive[index]:
+                self._alive[index] = False
+                self._gone[self.names[index]] = why
+                ray.kill(self.workers[index], no_restart=True)
+
+    def _group_lost(self) -> ActorGroupLost:
+        return group_lost("rollout", self._gone, unmet_needs("rollout", *self._needs))
 
     def _collect(self, chunk: _Chunk, index: int, ref: ray.ObjectRef, deadline: float) -> None:
         """Wait for one chunk and settle its requests' futures; re-send it if its worker died
@@ -267,7 +316,10 @@ class RolloutWorkers:
                 self._restore(index)
                 live = [i for i, alive in enumerate(self._alive) if alive]
                 tries += 1
-                if tries > self.max_task_retries or not live:
+                if not live:
+                    self._count("failed")
+                    return chunk.fail(self._group_lost())
+                if tries > self.max_task_retries:
                     self._count("failed")
                     return chunk.fail(lost)
                 self._count("resent")

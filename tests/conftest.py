@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -36,3 +39,64 @@ def ray_local() -> Iterator[None]:
     ray.init(num_cpus=8, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
+
+
+STOP_WAIT_S = 5.0
+# (status, body) or (status, body, headers): a dict body is sent as JSON, bytes as they are.
+Reply = tuple[int, dict[str, Any] | bytes] | tuple[int, dict[str, Any] | bytes, dict[str, str]]
+# Called on the server's threads with the request (method, path, headers) and its body bytes.
+Handle = Callable[[BaseHTTPRequestHandler, bytes], Reply]
+
+
+@pytest.fixture
+def serve_http() -> Iterator[Callable[[Handle], str]]:
+    """`serve_http(handle)` starts a server on 127.0.0.1 answering GET, HEAD and POST with
+    `handle` (a HEAD gets the GET's status and headers, no body) and returns its root URL
+    (`http://127.0.0.1:PORT`); every server stops after the test. Each test module scripts the
+    server as one function from a request to a reply, so it reads as the API it emulates."""
+    running: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
+
+    def serve(handle: Handle) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer(b"")
+
+            def do_HEAD(self) -> None:
+                self._answer(b"")
+
+            def do_POST(self) -> None:
+                self._answer(self.rfile.read(int(self.headers["Content-Length"])))
+
+            def _answer(self, body: bytes) -> None:
+                status, reply, *extra = handle(self, body)
+                data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+                kind = (
+                    "application/octet-stream" if isinstance(reply, bytes) else "application/json"
+                )
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", kind)
+                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in (extra[0] if extra else {}).items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(data)
+                except OSError:  # the client gave up (time-out tests)
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+        thread.start()
+        running.append((httpd, thread))
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    yield serve
+    for httpd, thread in running:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(STOP_WAIT_S)

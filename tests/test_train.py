@@ -2,8 +2,8 @@
 
 One shared set of inputs (tiny critic, testbed records); three short runs: an uninterrupted
 one, and an interrupted one resumed with `resume=auto` whose rollout streams record by record,
-which must reproduce the next step. A run whose rollouts run one step ahead (staleness 1),
-interrupted and resumed.
+which must reproduce the next step. A run whose rollouts run one step ahead (staleness 1) with
+dynamic sampling, interrupted and resumed.
 The reward is a user's own function in a module outside the package (the custom-reward swap),
 chosen so that groups have reward variance and the policy is really updated. And the recipe's
 rewards phase on real generator and judge pools, with the reward it names.
@@ -12,6 +12,8 @@ rewards phase on real generator and judge pools, with the reward it names.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import textwrap
 import threading
 import time
@@ -25,7 +27,7 @@ from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from itk_rl.critic_grpo import Response, score_responses
+from itk_rl.critic_grpo_rewards import Response, score_responses
 from itk_rl.data.critic_records import load_critic_records
 from itk_rl.data.sampler import BatchSampler
 from itk_rl.formats import (
@@ -50,6 +52,17 @@ def length_reward(inputs: RewardInputs, *, period: int) -> RewardOutput:
     length = (len(inputs.response) % period) / period
     fmt = format_reward(inputs.parsed)
     return RewardOutput(length + fmt, {"length": length, "format": fmt})
+
+
+def label_gated_length_reward(inputs: RewardInputs, *, period: int) -> RewardOutput:
+    """The length reward for records labelled failed, 0 for those labelled success: only the
+    groups of failed-labelled records can have reward variance."""
+    failed = float(not inputs.sample.evaluation.success)
+    length = failed * (len(inputs.response) % period) / period
+    return RewardOutput(length, {"failed_label": failed})
+
+
+label_gated_length_reward.needs_rerender = False
 '''
 
 
@@ -108,6 +121,8 @@ def test_grpo_runs_logs_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
         assert "reward/length" in record  # the user's reward was used, component logged
         assert record["data/update_skipped"] == 0.0
         assert record["data/responses_trained"] > 0
+        # dynamic sampling is off: the batch is drawn and every group counted, none unused
+        assert (record["data/groups_drawn"], record["data/groups_unused"]) == (2.0, 0.0)
         for key in ("actor/grad_norm", "actor/lr", "actor/pg_clipfrac", "actor/kl"):
             assert key in record
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
@@ -137,31 +152,97 @@ def test_grpo_runs_logs_checkpoints_and_resumes_exactly(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("ray_local", "user_rewards")
-def test_grpo_one_step_ahead_is_one_version_stale_corrected_and_resumes_without_loss(
-    tmp_path: Path,
+def test_grpo_one_step_ahead_with_dynamic_sampling_trains_signal_and_resumes_at_the_next_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # max_staleness 1: step 2's batch is sampled while step 1 updates, with the weights before
-    # it. Interrupted after step 2, resumed: the batch drawn ahead for step 3 is not trained
-    # before the checkpoint, and is drawn again (the checkpoint's sampler position is after
-    # two batches), so no step is trained twice and none is lost.
+    # it (corrected by verl's importance weights). Dynamic sampling (oversample 2): each step
+    # draws 4 records for a batch of 2, rewards all, and trains the first 2 whose rewards vary;
+    # only failed-labelled records' can. The checkpoint after step 1 is taken with step 2's
+    # records drawn ahead and holds the position before them: with step 2's checkpoint removed,
+    # resume=auto redoes step 2 on the records drawn for it before, then step 3.
+    draws: list[list[int]] = []
+
+    class RecordingSampler(BatchSampler):
+        def next_batch(self) -> list[int]:
+            draws.append(super().next_batch())
+            return draws[-1]
+
+    monkeypatch.setattr("itk_rl.train.BatchSampler", RecordingSampler)
     inputs = tmp_path / "inputs"
-    ahead = ("algorithm.max_staleness=1", "trainer.rollout_is=token", "rollout.chunk_records=1")
+    ahead = (
+        "algorithm.max_staleness=1",
+        "trainer.rollout_is=token",
+        "rollout.chunk_records=1",
+        "reward._target_=user_rewards.label_gated_length_reward",
+        "algorithm.dynamic_sampling.oversample=2",
+        "checkpoint_every=1",
+    )
     run = train(_config(tmp_path, inputs, "ahead", 2, *ahead)).parent
-    state = torch.load(run / "checkpoints/step_000002/trainer_state.pt", weights_only=False)
-    two_batches = BatchSampler(len(load_critic_records(inputs / "critic_rl.parquet")), 2)
-    two_batches.next_batch(), two_batches.next_batch()
-    assert state["extra"]["sampler"] == two_batches.state()
+    first, first_draws = _metrics(run), list(draws)
+    assert [first[s]["rollout/staleness_max"] for s in (1, 2)] == [0.0, 1.0]
+    records = load_critic_records(inputs / "critic_rl.parquet")
+    sampler = BatchSampler(len(records), 4)
+    batches = [sampler.next_batch()]
+    after_one = sampler.state()
+    batches += [sampler.next_batch(), sampler.next_batch()]
+    state = torch.load(run / "checkpoints/step_000001/trainer_state.pt", weights_only=False)
+    assert state["extra"]["sampler"] == after_one  # before step 2's draw, although it was drawn
+    shutil.rmtree(run / "checkpoints/step_000002")
+    draws.clear()
     train(_config(tmp_path, inputs, "ahead", 3, *ahead))
+    # the records of steps 1, 2 (redone) and 3 are the sampler's first three draws: no record
+    # trained twice, none skipped
+    assert first_draws == batches[:2] and draws == batches[1:]
     metrics = _metrics(run)
     assert sorted(metrics) == [1, 2, 3]
-    # step 1 trains the first batch (on-policy), step 2 one sampled a version before, step 3
-    # (resumed: nothing was in flight) on-policy again
-    assert [metrics[s]["rollout/staleness_max"] for s in (1, 2, 3)] == [0.0, 1.0, 0.0]
-    for record in metrics.values():
+    # step 2 redone on-policy (nothing was in flight at the resume), step 3 drawn ahead again
+    assert [metrics[s]["rollout/staleness_max"] for s in (1, 2, 3)] == [0.0, 0.0, 1.0]
+    for step, drawn in zip((1, 2, 3), batches, strict=True):
+        record = metrics[step]
         assert record["data/update_skipped"] == 0.0
         # verl's truncated importance weights were applied (clipped at 2.0)
         assert 0.0 < record["rollout_corr/rollout_is_mean"] <= 2.0
-    assert metrics[2]["time/wait_for_batch_s"] >= 0.0
+        failed = [not records[i].evaluation.success for i in drawn]
+        with_signal = record["data/groups_with_signal"]
+        assert record["data/groups_drawn"] == 4.0 == with_signal + record["data/groups_filtered"]
+        assert with_signal <= sum(failed)  # success-labelled groups are flat: filtered
+        trained = min(2.0, with_signal)
+        assert (record["data/groups"], record["data/zero_variance_groups"]) == (trained, 0.0)
+        assert record["data/groups_unused"] == with_signal - trained
+        assert record["data/responses_trained"] == 4 * trained  # G = 4 responses per group
+        # the reward metrics cover every drawn group; the trained ones have a mean of their own
+        assert record["reward/failed_label"] == pytest.approx(np.mean(failed))
+        assert "reward/mean_trained" in record
+    assert sum(record["data/groups_filtered"] for record in metrics.values()) > 0
+    assert metrics[3]["time/wait_for_batch_s"] >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("algorithm.max_staleness", -1),
+        ("rollout.chunk_records", -1),
+        ("algorithm.dynamic_sampling.oversample", 0.5),
+    ],
+)
+def test_bad_step_numbers_are_refused_before_any_actor_starts_naming_the_key(
+    key: str, value: float
+) -> None:
+    with initialize_config_module("itk_rl.recipes", version_base="1.3"):
+        cfg = compose("testbed_critic_grpo", overrides=[f"{key}={value}"])
+    with pytest.raises(ValueError, match=rf"^{key} must be a number >= "):
+        step_settings(cfg, instantiate(cfg.reward))
+
+
+@pytest.mark.parametrize(("oversample", "train_groups"), [(1.0, None), (1.5, 4)])
+def test_dynamic_sampling_trains_a_batch_of_groups_once_it_oversamples(
+    oversample: float, train_groups: int | None
+) -> None:
+    overrides = [f"algorithm.dynamic_sampling.oversample={oversample}"]
+    with initialize_config_module("itk_rl.recipes", version_base="1.3"):
+        cfg = compose("testbed_critic_grpo", overrides=overrides)
+    assert step_settings(cfg, instantiate(cfg.reward)).train_groups == train_groups
 
 
 @pytest.mark.parametrize(
@@ -231,15 +312,18 @@ def test_grpo_with_vllm_rollout_workers(tmp_path: Path) -> None:
 
 def _kill_a_trainer_rank_after(run: Path, steps: int, seen: dict[str, object]) -> None:
     """Once `steps` steps are logged, keep their metrics and SIGKILL one trainer rank's process,
-    as a node losing a GPU worker."""
+    as a node losing a GPU worker. Only this test's ranks: those under this process's own Ray
+    cluster (its raylet is our child), never another job's on the machine."""
     metrics = run / "metrics.jsonl"
     while not metrics.is_file() or len(metrics.read_text().splitlines()) < steps:
         time.sleep(0.2)
     seen["metrics"] = _metrics(run)
+    ours = os.getpid()
     ranks = [
         p
         for p in psutil.process_iter(["cmdline"])
         if "ray::TrainerWorker" in " ".join(p.info["cmdline"] or [])
+        and ours in {parent.pid for parent in p.parents()}
     ]
     seen["ranks"] = len(ranks)
     ranks[-1].kill()

@@ -41,7 +41,7 @@ from itk_rl.pipeline.loop import (
     StepFailedError,
 )
 from itk_rl.rewards.judge_pool import JudgePool
-from itk_rl.rollout.actors import BatchedActorGroup
+from itk_rl.rollout.batching import BatchedActorGroup
 
 TRAJECTORY, FAILURE, IMAGES = "trajectory.json", "failure.json", "images"
 PLANNER_OUTPUT, STEP_FAILED, TEACHER_ERROR, JUDGE = (

@@ -172,6 +172,21 @@ class EvalResult:
 # --- statistics --------------------------------------------------------------------------------
 
 
+def task_resamples(num_tasks: int, resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """[resamples, num_tasks] task indices drawn with replacement: the bootstrap of
+    `evaluate_testbed` with that `seed` (so a later analysis can redraw the same resamples)."""
+    return np.random.default_rng([seed, 1]).integers(num_tasks, size=(resamples, num_tasks))
+
+
+def metric_arrays(outcomes: Sequence[TaskOutcome], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The numerator and denominator of `metric` (`METRICS`) per task: [tasks] each."""
+    num_fn, den_fn = METRICS[metric]
+    return (
+        np.array([num_fn(t) for t in outcomes], float),
+        np.array([den_fn(t) for t in outcomes], float),
+    )
+
+
 def bootstrap_ratio(
     num: np.ndarray, den: np.ndarray, resamples: np.ndarray, base: tuple | None = None
 ) -> Estimate:
@@ -212,23 +227,20 @@ def summarise(
     with `compared_with` = (name, outcomes) of another system, the paired differences of
     `COMPARISON_METRICS` against it too."""
 
-    def arrays(outcomes: Sequence[TaskOutcome], metric: str) -> tuple[np.ndarray, np.ndarray]:
-        num_fn, den_fn = METRICS[metric]
-        return (
-            np.array([num_fn(t) for t in outcomes], float),
-            np.array([den_fn(t) for t in outcomes], float),
-        )
-
-    metrics = {m: bootstrap_ratio(*arrays(tasks, m), resamples) for m in METRICS}
+    metrics = {m: bootstrap_ratio(*metric_arrays(tasks, m), resamples) for m in METRICS}
     deltas = {}
     if baseline is not None:
         for m in DELTA_METRICS:
-            deltas[m] = bootstrap_ratio(*arrays(tasks, m), resamples, arrays(baseline, m))
+            deltas[m] = bootstrap_ratio(
+                *metric_arrays(tasks, m), resamples, metric_arrays(baseline, m)
+            )
     comparison = {}
     if compared_with is not None:
         other = compared_with[1]
         for m in COMPARISON_METRICS:
-            comparison[m] = bootstrap_ratio(*arrays(tasks, m), resamples, arrays(other, m))
+            comparison[m] = bootstrap_ratio(
+                *metric_arrays(tasks, m), resamples, metric_arrays(other, m)
+            )
     calls = [a for t in tasks for a in _critic_calls(t)]
     counts = {
         "tasks": len(tasks),

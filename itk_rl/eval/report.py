@@ -40,6 +40,13 @@ TITLES = {
     "improvement_rate": "refinements that raise the score",
     "steps_improved": "steps improved by refinement",
 }
+ONE_RUN = (
+    "One run shows how these checkpoints compare on the held-out tasks (the intervals cover the "
+    "choice of tasks); it cannot show that training helps: retrained with another seed or on "
+    "another machine, the critics differ by more than these intervals (several seeds: "
+    "benchmarks/learning_seeds.py)."
+)
+"""What one run's figures can and cannot show; the report and the main job's summary say it."""
 PANELS: tuple[tuple[str, Callable[[str], bool]], ...] = (
     ("loss", lambda key: key.endswith("loss")),
     ("rewards and accuracy", lambda key: key.startswith("reward/") and "failure" not in key),
@@ -203,6 +210,7 @@ def write_report(
         f"success = judge overall ≥ {settings['success_threshold']}; 95 % CIs by bootstrap over "
         f"tasks ({settings['bootstrap_resamples']} resamples). Every system gets the "
         "ground-truth plan; they differ only in the critic.</p>",
+        f'<p class="note"><strong>{_e(ONE_RUN)}</strong></p>',
         '<img class="plot" src="comparison.png" alt="comparison">',
         _table(result),
         '<p class="note">All numbers: <a href="eval.json">eval.json</a>.</p>',

@@ -43,7 +43,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -55,6 +54,7 @@ from itk_rl.eval.metrics import (
     SystemResult,
     TaskOutcome,
     summarise,
+    task_resamples,
 )
 from itk_rl.formats import Attempt, Request, StepRecord, Trajectory
 from itk_rl.interfaces.engine import SamplingParams
@@ -412,8 +412,7 @@ def evaluate_testbed(
                 f"listed before it ({list(systems)[:index]})"
             )
     out = Path(out_dir)
-    rng = np.random.default_rng([seed, 1])
-    resamples = rng.integers(len(tasks), size=(bootstrap_resamples, len(tasks)))
+    resamples = task_resamples(len(tasks), bootstrap_resamples, seed)
     results: list[SystemResult] = []
     for name, spec in systems.items():
         outcomes = run_system(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -243,3 +244,49 @@ def paraphrase(text: str, rng: np.random.Generator) -> str:
         return spellings[int(rng.integers(len(spellings)))]
 
     return format_edit(parse_instruction(text, FULL_LEXICON), choose)
+
+
+class TestbedSamplingCritic:
+    """A critic whose `n` answers to a request differ, with token ids: a stand-in for a trained
+    critic's rollouts where only the pipeline's timing is measured (`benchmarks/
+    pipeline_overlap.py`, renders dominating). A random tiny critic writes unparseable answers,
+    so a group re-renders one prompt and the pool deduplicates it; here each answer is a
+    teacher's verdict (`TestbedOracleCritic` with `canonical_rate`, seeded per answer), so a
+    failed step's refinements are paraphrased differently within its group and each is rendered.
+
+    Token ids are the answer's text through the critic's tokenizer (`tokenizer_path`), so GRPO
+    can update on them; there are no log-probs and no weights (`update_weights` does nothing).
+    """
+
+    __test__ = False
+
+    def __init__(
+        self,
+        tokenizer_path: str,
+        template: str | PromptTemplate = "critic_testbed",
+        canonical_rate: float = 0.0,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.teacher = TestbedOracleCritic(template, canonical_rate=canonical_rate)
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+
+    def generate(
+        self, requests: Sequence[ChatRequest], params: SamplingParams
+    ) -> list[list[Completion]]:
+        check_batch(requests, params)
+        out = []
+        for request in requests:
+            base = (request.seed or 0) * params.n
+            texts = [self.teacher.respond(replace(request, seed=base + i)) for i in range(params.n)]
+            out.append([Completion(text, tuple(self._ids(text))) for text in texts])
+        return out
+
+    def update_weights(self, state_dict: Any) -> None:
+        """A scripted critic has no weights to load."""
+
+    def _ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return (
+            [*ids, self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else ids
+        )

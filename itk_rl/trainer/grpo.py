@@ -99,17 +99,25 @@ def grpo_advantages(
         epsilon=epsilon,
         norm_adv_by_std_in_grpo=norm_by_std,
     )
-    groups, inverse = np.unique(group_index, return_inverse=True)
-    values = rewards.numpy()
-    flat = np.array([np.ptp(values[inverse == g]) == 0 for g in range(len(groups))])
-    keep = ~flat[inverse] if skip_zero_variance_groups else np.ones(len(values), dtype=bool)
+    flat = in_zero_variance_group(rewards.numpy(), group_index)
+    keep = ~flat if skip_zero_variance_groups else np.ones(len(rewards), dtype=bool)
     return GRPOAdvantages(
         token_advantages=token_advantages,
-        advantages=token_advantages[torch.arange(len(values)), lengths - 1].numpy(),
+        advantages=token_advantages[torch.arange(len(rewards)), lengths - 1].numpy(),
         keep=keep,
-        num_groups=len(groups),
-        num_zero_variance_groups=int(flat.sum()),
+        num_groups=len(np.unique(group_index)),
+        num_zero_variance_groups=len(np.unique(group_index[flat])),
     )
+
+
+def in_zero_variance_group(rewards: np.ndarray, group_index: np.ndarray) -> np.ndarray:
+    """`[N]` bool: the response's group has rewards all equal (a group of one included), so its
+    advantages are zero and it carries no signal. Compared in float32, as the estimator sees
+    them. rewards, group_index: `[N]`."""
+    values = np.asarray(rewards, dtype=np.float32)
+    groups, inverse = np.unique(np.asarray(group_index), return_inverse=True)
+    flat = np.array([np.ptp(values[inverse == g]) == 0 for g in range(len(groups))], dtype=bool)
+    return flat[inverse]
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ def test_report_structure(evaluated) -> None:
             assert image.format == "PNG"
     assert not (page.parent / "curves_grpo.png").exists()
     assert "no curves in" in page.read_text(encoding="utf-8")
+    assert "cannot show that training helps" in page.read_text(encoding="utf-8")
     saved = json.loads((page.parent / "eval.json").read_text())
     assert [s["name"] for s in saved["systems"]] == ["generator_alone", "tiny", "oracle"]
 

@@ -20,6 +20,7 @@ import pytest
 import ray
 
 from itk_rl.interfaces.generator import RenderRequest
+from itk_rl.rollout.actors import ActorGroupLost
 from itk_rl.rollout.pool import GeneratorPool, request_key
 from itk_rl.testbed import TestbedGenerator
 from itk_rl.testbed.render import render
@@ -272,3 +273,64 @@ def test_a_request_that_hangs_every_actor_fails_with_a_timeout_and_the_rest_are_
             hung.result(timeout=60)
         stats = pool.stats()
     assert len(served) == 4 and (stats["timeouts"], stats["failed"]) == (2, 1)
+
+
+class NeverBackGenerator(TestbedGenerator):
+    """The testbed generator whose restart never completes (a model load stuck for good): each
+    actor's second build blocks (a file in `folder`, named after the actor, marks its first).
+    A prompt "gate:NAME" reports to the `Gate` actor NAME and waits until it opens."""
+
+    def __init__(self, folder: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        built = Path(folder) / ray.get_runtime_context().get_actor_name()
+        if built.exists():
+            threading.Event().wait()  # never set
+        built.touch()
+
+    def __call__(self, requests: Sequence[RenderRequest]) -> list[np.ndarray]:
+        for request in requests:
+            if request.prompt.startswith("gate:"):
+                gate = ray.get_actor(request.prompt.removeprefix("gate:"))
+                ray.get(gate.arrive.remote("call"))
+                ray.get(gate.passage.remote())
+        return super().__call__(requests)
+
+
+def test_an_actor_not_back_in_time_is_left_out_and_with_none_left_requests_fail_naming_them(
+    ray_local: None, tmp_path: Path
+) -> None:
+    # Actor 0 dies mid-call and never comes back: its call goes to actor 1, which serves on
+    # alone. Then actor 1 dies mid-call too: past restart_timeout_s the waiting request and
+    # every later one fail with ActorGroupLost naming both actors, instead of waiting forever.
+    gates = [f"gate-{uuid.uuid4().hex}" for _ in range(2)]
+    first, second = (ray.remote(Gate).options(name=name).remote() for name in gates)
+    config = {**GENERATOR, "_target_": NeverBackGenerator, "folder": str(tmp_path)}
+    with make_pool(
+        generator_config=config, max_restarts=1, max_task_retries=2, restart_timeout_s=0.5
+    ) as pool:
+        names = sorted(path.name for path in tmp_path.iterdir())
+        held = pool.submit([RenderRequest(f"gate:{gates[0]}", seed=0)])[0]
+        ray.get(first.reached.remote("call", 1))  # inside actor 0 (ties go to it)
+        ray.kill(pool.actors[0], no_restart=False)
+        ray.get(first.reached.remote("call", 2))  # sent again, to actor 1
+        ray.get(first.open.remote())
+        held.result(timeout=60)
+        served = pool.render(requests(4), timeout=60)
+        blocked = pool.submit([RenderRequest(f"gate:{gates[1]}", seed=1)])[0]
+        ray.get(second.reached.remote("call", 1))  # inside actor 1, the only one left
+        ray.kill(pool.actors[1], no_restart=False)
+        with pytest.raises(ActorGroupLost) as lost:
+            blocked.result(timeout=60)
+        later = pool.submit(requests(1, offset=4))[0]
+        stats = pool.stats()
+    for got, want in zip(served, local(requests(4)), strict=True):
+        np.testing.assert_array_equal(got, want)
+    message = str(lost.value)
+    assert message.startswith("no generator actor is left (")
+    assert all(f"{name} was not back within restart_timeout_s=0.5 s" in message for name in names)
+    assert "generator needs {'CPU': 0.5}; a live node has it" in message
+    assert later.exception(timeout=0) is lost.value
+    assert [a["alive"] for a in stats["actors"]] == [False, False]
+    assert (stats["served"], stats["failed"]) == (5, 2)
+    for gate in (first, second):
+        ray.kill(gate)

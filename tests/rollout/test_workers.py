@@ -20,6 +20,7 @@ import pytest
 import ray
 
 from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
+from itk_rl.rollout.actors import ActorGroupLost
 from itk_rl.rollout.workers import RolloutWorkers, chunk_bounds, shard_bounds
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -200,3 +201,53 @@ def test_a_hung_chunk_is_resent_to_another_worker_and_the_hung_one_restored(
     assert {tuple(group[0][1:2]) for group in rows} == {("v1",)}
     assert versions == [1, 1]  # the restarted worker got the weights back
     assert faults == {"timeouts": 1, "deaths": 0, "resent": 1, "failed": 0}
+
+
+class NeverBackEngine(ScriptedEngine):
+    """The scripted engine whose restart never completes (a model load stuck for good): each
+    worker's second build blocks (a file in `folder`, named after the actor, marks its first).
+    A request text "die:PATH" kills the worker the first time (PATH is created before dying)."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        built = Path(folder) / ray.get_runtime_context().get_actor_name()
+        if built.exists():
+            threading.Event().wait()  # never set
+        built.touch()
+
+    def generate(
+        self, requests: Sequence[ChatRequest], params: SamplingParams
+    ) -> list[list[Completion]]:
+        for request in requests:
+            marker = Path(request.messages[0]["content"][0]["text"].removeprefix("die:"))
+            if marker.is_absolute() and not marker.exists():
+                marker.touch()
+                os._exit(1)
+        return super().generate(requests, params)
+
+
+def test_a_worker_not_back_in_time_is_left_out_and_with_none_left_rollouts_fail_naming_them(
+    ray_local: None, tmp_path: Path
+) -> None:
+    # Worker 1 dies mid-chunk and never comes back: past restart_timeout_s it is left out and
+    # its chunk sampled by worker 0. Then worker 0 dies too: the chunk, and every later
+    # rollout, fail with ActorGroupLost naming both workers instead of waiting forever.
+    config = {"_target_": NeverBackEngine, "folder": str(tmp_path)}
+    die = [f"die:{tmp_path / 'first'}", f"die:{tmp_path / 'second'}"]
+    with make_workers(
+        engine_config=config, max_restarts=1, max_task_retries=1, restart_timeout_s=0.5
+    ) as workers:
+        names = sorted(path.name for path in tmp_path.iterdir())
+        rows = fields(workers.generate([chat("a"), chat(die[0])], SamplingParams()))
+        with pytest.raises(ActorGroupLost) as lost:
+            workers.generate([chat(die[1])], SamplingParams())
+        with pytest.raises(ActorGroupLost):
+            workers.submit([chat("b")], SamplingParams())
+        faults = dict(workers.faults)
+    assert [group[0][3] for group in rows] == ["a", die[0]]
+    assert rows[0][0][0] == rows[1][0][0]  # both sampled by worker 0
+    message = str(lost.value)
+    assert message.startswith("no rollout actor is left (")
+    assert all(f"{name} was not back within restart_timeout_s=0.5 s" in message for name in names)
+    assert "rollout needs {'CPU': 0.5}; a live node has it" in message
+    assert faults == {"timeouts": 0, "deaths": 2, "resent": 1, "failed": 1}

@@ -22,7 +22,12 @@ from itk_rl.testbed import (
     describe,
     render,
 )
-from itk_rl.testbed.agents import TestbedOracleCritic, TestbedScriptedPlanner, plan_request
+from itk_rl.testbed.agents import (
+    TestbedOracleCritic,
+    TestbedSamplingCritic,
+    TestbedScriptedPlanner,
+    plan_request,
+)
 
 PLANNER = load_template("planner")
 CRITIC = load_template("critic_testbed")
@@ -125,3 +130,31 @@ def test_a_critic_blind_to_the_vocabulary_spells_refinements_at_random():
     assert again == critic.verdict(ChatRequest(tuple(messages), (blank, wrong), seed=3))
     with pytest.raises(ValueError, match="canonical_rate"):
         TestbedOracleCritic(canonical_rate=1.5)
+
+
+def test_a_sampling_critic_writes_different_refinements_within_a_group(tiny_models):
+    """`TestbedSamplingCritic`: the n answers of a failed step are the teacher's verdicts,
+    paraphrased per answer, with the critic tokenizer's ids; a rerun gives the same answers."""
+    from transformers import AutoTokenizer
+
+    generator = TestbedGenerator(misrender_prob=1.0)
+    tokenizer_path = str(tiny_models.qwen3_vl)
+    critic = TestbedSamplingCritic(tokenizer_path, "critic_testbed")
+    blank = white_canvas(48, 48)
+    original = "draw a crimson disc on the left"
+    wrong = generator([RenderRequest(original, seed=1)])[0]
+    right = generator([RenderRequest("draw a red circle on the left", seed=1)])[0]
+    requests = [
+        ChatRequest(tuple(build_critic_messages(CRITIC, original, original)), (blank, wrong), 4),
+        ChatRequest(tuple(build_critic_messages(CRITIC, original, "x")), (blank, right), 5),
+    ]
+    rejected, accepted = critic.generate(requests, SamplingParams(n=8))
+    verdicts = [parse_critic_output(c.text).value for c in rejected]
+    assert not any(v.success for v in verdicts)
+    refinements = {v.refine_prompt for v in verdicts}
+    assert len(refinements) >= 4
+    assert {canonicalize(r) for r in refinements} == {"draw a red circle on the left"}
+    assert all(parse_critic_output(c.text).value.success for c in accepted)
+    eos = AutoTokenizer.from_pretrained(tokenizer_path).eos_token_id
+    assert all(c.token_ids and c.token_ids[-1] == eos for c in rejected + accepted)
+    assert critic.generate(requests, SamplingParams(n=8)) == [rejected, accepted]

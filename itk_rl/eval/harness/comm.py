@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from itk_rl.eval.benchmarks import comm
-from itk_rl.eval.benchmarks.fetch import download, ensure, hub_files
+from itk_rl.eval.benchmarks.fetch import download, ensure, hub_files, recorded_sha
 from itk_rl.eval.harness.core import (
     Answer,
     Answers,
@@ -52,8 +52,9 @@ class CommBench:
             as JSON).
         images_dir: where the official download script put the images (`image_path` of each
             entry is relative to it); task 3 gives the system the first half's images.
-        fetch: fetch a missing `data_file` from hub dataset `repo` at `revision`, and missing
-            task-3 images from their URLs (an image that cannot be fetched is left out).
+        fetch: fetch a missing `data_file` from hub dataset `repo` at `revision` (at the commit
+            pinned in `data_dir` at the first fetch), and missing task-3 images from their URLs
+            (an image that cannot be fetched is left out).
         tasks: which tasks to run (3, 4).
         limit: only the first `limit` records (None: all).
     """
@@ -139,6 +140,7 @@ class CommBench:
             "images_dir": str(self.images_dir),
             "repo": self.repo,
             "revision": self.revision,
+            "sha": recorded_sha(self.data_dir),
             "tasks": list(self.tasks),
             "missing_input_images": self.missing_images,
         }

@@ -128,7 +128,8 @@ class Benchmark(Protocol):
         ...
 
     def provenance(self) -> dict[str, Any]:
-        """Where the data came from (files, repository, revision), for the run record."""
+        """Where the data came from (files, repository, revision and, for a hub dataset, the
+        commit the data folder holds), for the run record."""
         ...
 
     def has_output(self, run: Path, sample: Sample) -> bool: ...

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from itk_rl.eval.benchmarks import rise
-from itk_rl.eval.benchmarks.fetch import ensure, github_files, hub_files
+from itk_rl.eval.benchmarks.fetch import ensure, github_files, hub_files, recorded_sha
 from itk_rl.eval.harness.core import (
     Answer,
     Answers,
@@ -30,7 +30,8 @@ class RiseBench:
             folder, as the official script reads them (`data/data_total.json` in a checkout).
         fetch: fetch what is missing (False: fail naming it).
         source: "github" (`repo` at commit `revision`: the file, then each record's images) or
-            "hub" (hub dataset `repo` at `revision`: the whole dataset once).
+            "hub" (hub dataset `repo` at `revision`: the whole dataset once, at the commit
+            pinned in `data_dir` at the first fetch).
         limit: only the first `limit` records (None: all).
     """
 
@@ -84,6 +85,7 @@ class RiseBench:
             "source": self.source,
             "repo": self.repo,
             "revision": self.revision,
+            "sha": recorded_sha(self.data_dir) if self.source == "hub" else None,
         }
 
     def has_output(self, run: Path, sample: Sample) -> bool:

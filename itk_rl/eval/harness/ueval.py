@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from itk_rl.eval.benchmarks import ueval
-from itk_rl.eval.benchmarks.fetch import ensure, hub_split_as_jsonl
+from itk_rl.eval.benchmarks.fetch import ensure, hub_split_as_jsonl, recorded_sha
 from itk_rl.eval.harness.core import (
     Answer,
     Answers,
@@ -39,7 +39,8 @@ class UEvalBench:
         data_dir: the folder holding `data_file`.
         data_file: a JSON or JSON-lines export of the test split, relative to `data_dir`.
         fetch: when the file is missing, export it from hub dataset `repo` at `revision` with
-            `datasets` (False: fail naming it).
+            `datasets`, at the commit pinned in `data_dir` at the first fetch (False: fail
+            naming it).
         limit: only the first `limit` items (None: all).
     """
 
@@ -62,13 +63,10 @@ class UEvalBench:
 
     def samples(self) -> list[Sample]:
         path = self.data_dir / self.data_file
-        fetch = None
-        if self.fetch and self.revision is not None:
-            revision = self.revision
-
-            def fetch() -> None:
-                hub_split_as_jsonl(path, self.repo, revision, self.split, _export)
-
+        revision = self.revision if self.fetch else None
+        fetch = hub_split_as_jsonl(
+            self.data_dir, self.data_file, self.repo, revision, self.split, _export
+        )
         source = f"hub dataset {self.repo} (split {self.split}), exported as JSON lines"
         ensure(path, f"the UEval {self.split} split", source, fetch)
         items = ueval.load_items(path)[: self.limit]
@@ -80,6 +78,7 @@ class UEvalBench:
             "data_file": self.data_file,
             "repo": self.repo,
             "revision": self.revision,
+            "sha": recorded_sha(self.data_dir),
         }
 
     def _read(self, run: Path) -> dict[str, ueval.UEvalOutput]:

@@ -1,6 +1,6 @@
 """Benchmark data: fetched at the pinned revision into the data folder when missing (the network
 mocked), used from there afterwards; offline or with fetching off, an error that names the file
-to download, where it comes from, and where to put it."""
+to download, where it comes from, and where to put it. Hub datasets: test_hub_fetch.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from itk_rl.cli import main
 from itk_rl.eval.benchmarks import BenchmarkDataMissing
 from itk_rl.eval.harness.comm import CommBench
 from itk_rl.eval.harness.rise import RiseBench
-from itk_rl.eval.harness.ueval import UEvalBench
 from itk_rl.eval.harness.wise import WiseBench
 
 COMMIT = "eb51174483a5de2e34e8614cf9dfb3319ee7fcd0"
@@ -98,31 +97,3 @@ def test_rise_fetches_the_records_then_their_images(monkeypatch, tmp_path: Path)
     (sample,) = bench.samples()
     assert sample.input_images == (tmp_path / "data/temporal_reasoning_images/1.png",)
     assert sample.request().images[0].shape == (4, 4, 3)
-
-
-def test_ueval_is_exported_from_the_hub_without_images(monkeypatch, tmp_path: Path) -> None:
-    import datasets
-
-    row = {"id": "art_1", "prompt": "q", "task_type": "art", "question_type": "open",
-           "text_ref": "t", "image_ref": [object()],
-           "text_rubrics": [{"criterion": "c", "tags": []}], "image_rubrics": []}  # fmt: skip
-    loaded = []
-
-    def load_dataset(repo: str, split: str, revision: str) -> list[dict]:
-        loaded.append((repo, split, revision))
-        return [row]
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    bench = UEvalBench(str(tmp_path), revision="r1")
-    (sample,) = bench.samples()
-    assert loaded == [("zlab-princeton/UEval", "test", "r1")]
-    assert sample.record.text_rubrics == ("c",)
-    exported = json.loads((tmp_path / "ueval_test.jsonl").read_text())
-    assert "image_ref" not in exported and exported["id"] == "art_1"
-
-    def broken(*args, **kwargs):
-        raise ConnectionError("offline")
-
-    monkeypatch.setattr(datasets, "load_dataset", broken)
-    with pytest.raises(BenchmarkDataMissing, match=r"ueval_test.jsonl.*zlab-princeton/UEval"):
-        UEvalBench(str(tmp_path / "elsewhere"), revision="r1").samples()
