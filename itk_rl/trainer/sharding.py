@@ -14,6 +14,7 @@ free port in one process and binding it in another races with everything else on
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
 import torch
@@ -65,9 +66,24 @@ def shard(
 RENDEZVOUS_TIMEOUT = timedelta(minutes=30)
 
 
-def serve_store(world_size: int) -> dist.TCPStore:
-    """Rank 0's store for the group, on a port the OS picks (`.port`), served by this process."""
-    return dist.TCPStore("0.0.0.0", 0, world_size, True, RENDEZVOUS_TIMEOUT, wait_for_workers=False)
+def serve_store(address: str, world_size: int) -> tuple[dist.TCPStore, socket.socket]:
+    """Rank 0's store for the group, served by this process on `address` only (the node's
+    cluster-network address) and a port the OS picks (`.port`). torch's own server would listen
+    on every interface, so the store takes a socket bound here; keep the returned socket for
+    the store's life."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listener = socket.create_server((address, 0), family=family)
+    port = listener.getsockname()[1]
+    store = dist.TCPStore(
+        address,
+        port,
+        world_size,
+        True,
+        RENDEZVOUS_TIMEOUT,
+        wait_for_workers=False,
+        master_listen_fd=listener.fileno(),
+    )
+    return store, listener
 
 
 def join_process_group(

@@ -64,10 +64,12 @@ class TrainerWorker:
 
     def open_rendezvous(self) -> tuple[str, int]:
         """Rank 0 only: serve the group's key-value store on a port the OS picks, in this very
-        process, so no other process can take the port between choosing and binding it.
-        Returns the address the other ranks join."""
-        self._store = serve_store(self.world_size)
-        return ray.util.get_node_ip_address(), self._store.port
+        process, so no other process can take the port between choosing and binding it, and on
+        this node's cluster address only, not every interface. Returns the address the other
+        ranks join."""
+        address = ray.util.get_node_ip_address()
+        self._store, self._listener = serve_store(address, self.world_size)
+        return address, self._store.port
 
     def setup(self, master_addr: str, master_port: int) -> None:
         """Join the process group through rank 0's store, then load and shard the model."""
