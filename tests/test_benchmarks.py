@@ -105,3 +105,37 @@ def test_testbed_eval_renders_in_the_main_jobs_world_unless_told_otherwise(
     other = ["--tasks", "1", "--no-oracle", "--out", str(tmp_path / "other")]
     module.main([*other, "world.misrender_prob=1.0"])
     assert evaluated[-1][1].misrender_prob == 1.0 != world["misrender_prob"]
+
+
+def test_the_ablation_table_has_a_row_per_system_run_and_its_paired_differences() -> None:
+    """Rows only for the systems summarised (a variant not run is left out, not shown empty);
+    each cell the across-seed mean and interval; differences signed, '—' where not paired."""
+    table = _script("ablation").table
+
+    def figure(mean: float, low: float, high: float) -> dict:
+        return {"mean": mean, "interval": [low, high]}
+
+    scores = {"final_score": figure(5.5, 5.0, 6.0), "scene_accuracy": figure(0.3, 0.2, 0.4)}
+    summary = {
+        "seeds": [0, 1, 2],
+        "tasks": 200,
+        "systems": {name: scores for name in ("generator_alone", "sft_critic", "grpo_critic")}
+        | {"grpo_staleness1": {"final_score": figure(5.25, 4.5, 6.0)}},
+        "differences": {
+            "grpo_staleness1 - grpo_critic": {"final_score": figure(-0.25, -0.5, 0.1)},
+            "grpo_critic - sft_critic": {"final_score": figure(0.5, -0.25, 1.0)},
+        },
+    }
+    lines = table(summary).splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "system" not in line]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| generator alone",
+        "| SFT critic",
+        "| GRPO, full reward (T_max 3)",
+        "| GRPO, full reward, max_staleness 1",
+    ]
+    staleness = rows[-1].split(" | ")
+    assert staleness[1] == "5.25 [4.50, 6.00]" and staleness[2] == "—"
+    assert staleness[-3] == "-0.25 [-0.50, 0.10]"  # − full GRPO, score per step
+    assert rows[2].split(" | ")[-1].rstrip(" |") == "+0.50 [-0.25, 1.00]"
+    assert "Seeds 0, 1, 2; 200 held-out tasks" in lines[0]
