@@ -383,15 +383,13 @@ def main() -> None:
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        shape = PaperShape(folder / "paper_shape")
-        if "paper_shape" in args.only:
-            try:
+        shape = PaperShape(folder / "paper_shape")  # also prepares the inputs the rest reuse
+        try:
+            if "paper_shape" in args.only:
                 result["phases_alone"] = phases_alone(shape, steps)
                 result["streamed"] = {f"staleness_{k}": streamed(shape, k, steps) for k in (0, 1)}
                 ratios(result, result["streamed"].values())
-            finally:
-                shape.actors.shutdown()
-        else:
+        finally:
             shape.actors.shutdown()
         if "renders_dominate" in args.only:
             inputs = (f"{k}={OmegaConf.select(shape.cfg, k)}" for k in INPUT_KEYS)
