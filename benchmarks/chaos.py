@@ -7,7 +7,8 @@ Runs `testbed_critic_grpo` (2 rollout workers, 2 generators, 2 judges, 2 FSDP ra
 without faults and once per fault, each injected while step `--fault-step` runs:
 - `kill_generator`, `kill_judge`: a call of the group is held (`itk_rl.testbed.faults`) and its
   actor killed by Ray mid-call (as a crashed process; Ray restarts it);
-- `kill_rollout`: one rollout worker killed by Ray;
+- `kill_rollout`: a rollout call held the same way and its worker killed mid-call (its chunk
+  goes to the other worker, and the restarted one gets the current weights);
 - `hang_generator`: one render call never returns (the pool's `call_timeout_s` restarts the
   actor and re-sends the batch);
 - `kill_trainer_rank`: one FSDP rank killed (the driver rebuilds the group from the last
@@ -41,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,11 @@ class VaryingCriticReward(CriticReward):
 
 @dataclass(frozen=True)
 class Triggers:
-    """The files that make a generator or judge call hold (`itk_rl.testbed.faults`)."""
+    """The files that make a generator, judge or rollout call hold (`itk_rl.testbed.faults`)."""
 
     generator: Path
     judge: Path
+    rollout: Path
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,6 @@ def kill_mid_call(group: str) -> Callable[[Triggers], None]:
     return inject
 
 
-def kill_rollout(_: Triggers) -> None:
-    ray.kill(named("itk-rollout-"), no_restart=False)
-
-
 def hang(triggers: Triggers) -> None:
     arm(triggers.generator)
 
@@ -140,7 +138,7 @@ def kill_rank(_: Triggers) -> None:
 FAULTS: dict[str, Fault] = {
     "kill_generator": Fault(kill_mid_call("generator")),
     "kill_judge": Fault(kill_mid_call("judge")),
-    "kill_rollout": Fault(kill_rollout),
+    "kill_rollout": Fault(kill_mid_call("rollout")),
     "hang_generator": Fault(hang),
     "kill_trainer_rank": Fault(kill_rank),
 }
@@ -189,7 +187,7 @@ def run(
     """One run, `fault` (None: none) injected once step `fault_step - 1` is logged. Returns its
     metrics per step, whether it finished, and when the fault was injected and the run ended."""
     out = folder / name
-    triggers = Triggers(folder / f"{name}.generator", folder / f"{name}.judge")
+    triggers = Triggers(*(folder / f"{name}.{field.name}" for field in fields(Triggers)))
     overrides = [
         *SHAPE,
         f"output_dir={out}",
@@ -201,6 +199,8 @@ def run(
         f"+generator.component.trigger={triggers.generator}",
         "judge.component._target_=itk_rl.testbed.faults.HangingJudge",
         f"+judge.component.trigger={triggers.judge}",
+        "rollout.component._target_=itk_rl.testbed.faults.HangingEngine",
+        f"+rollout.component.trigger={triggers.rollout}",
         *(fault.overrides if fault else ()),
     ]
     cfg = compose_recipe("testbed_critic_grpo", overrides)

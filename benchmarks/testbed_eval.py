@@ -26,14 +26,9 @@ import json
 import time
 from collections.abc import Sequence
 
+from itk_rl.eval.heldout import check_heldout, heldout_tasks, training_texts
 from itk_rl.eval.report import write_report
-from itk_rl.eval.testbed import (
-    check_heldout,
-    evaluate_testbed,
-    heldout_systems,
-    heldout_tasks,
-    training_texts,
-)
+from itk_rl.eval.testbed import evaluate_testbed, heldout_systems
 from itk_rl.job import compose_recipe, plain
 from itk_rl.testbed import TestbedJudge
 

@@ -23,14 +23,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from itk_rl.eval.heldout import check_heldout, heldout_tasks, training_texts
 from itk_rl.eval.report import ONE_RUN, write_report
-from itk_rl.eval.testbed import (
-    check_heldout,
-    evaluate_testbed,
-    heldout_systems,
-    heldout_tasks,
-    training_texts,
-)
+from itk_rl.eval.testbed import evaluate_testbed, heldout_systems
 from itk_rl.job import compose_recipe
 from itk_rl.sft import sft
 from itk_rl.testbed import TestbedJudge, TestbedTask

@@ -16,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from itk_rl.demo import run, stage
-from itk_rl.eval.testbed import training_texts
+from itk_rl.eval.heldout import training_texts
 from itk_rl.job import compose_recipe
 
 SMALL = {

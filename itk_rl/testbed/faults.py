@@ -18,7 +18,9 @@ import numpy as np
 import ray
 
 from itk_rl.formats.score import JudgeScore
+from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
 from itk_rl.interfaces.generator import RenderRequest
+from itk_rl.rollout.hf_engine import TransformersEngine
 from itk_rl.testbed.generator import TestbedGenerator
 from itk_rl.testbed.judge import TestbedJudge
 
@@ -86,3 +88,18 @@ class HangingJudge(TestbedJudge):
     ) -> list[JudgeScore]:
         hold_on_trigger(self.trigger)
         return super().score_batch(instructions, afters, befores)
+
+
+class HangingEngine(TransformersEngine):
+    """The transformers engine, whose first `generate` after `trigger` appears never returns
+    (`hold_on_trigger`): a rollout worker killed then dies mid-call."""
+
+    def __init__(self, trigger: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.trigger = Path(trigger)
+
+    def generate(
+        self, requests: Sequence[ChatRequest], params: SamplingParams
+    ) -> list[list[Completion]]:
+        hold_on_trigger(self.trigger)
+        return super().generate(requests, params)

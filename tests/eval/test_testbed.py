@@ -18,16 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from itk_rl.eval.heldout import HELDOUT_SEED, check_heldout, heldout_tasks
 from itk_rl.eval.metrics import COMPARISON_METRICS, METRICS, EvalResult, bootstrap_ratio
 from itk_rl.eval.report import write_report
 from itk_rl.eval.testbed import (
-    HELDOUT_SEED,
     SystemSpec,
     _sees_right,
-    check_heldout,
     checkpoint_critic,
     evaluate_testbed,
-    heldout_tasks,
     oracle_critic,
     run_pipelines,
 )
