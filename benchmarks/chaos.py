@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import ray
+from omegaconf import open_dict
 
 from itk_rl.interfaces.reward import RewardInputs, RewardOutput
 from itk_rl.job import compose_recipe
@@ -199,11 +200,15 @@ def run(
         f"+generator.component.trigger={triggers.generator}",
         "judge.component._target_=itk_rl.testbed.faults.HangingJudge",
         f"+judge.component.trigger={triggers.judge}",
-        "rollout.component._target_=itk_rl.testbed.faults.HangingEngine",
-        f"+rollout.component.trigger={triggers.rollout}",
         *(fault.overrides if fault else ()),
     ]
     cfg = compose_recipe("testbed_critic_grpo", overrides)
+    with open_dict(cfg):  # the recipe's engine, inside one that holds on cue
+        cfg.rollout.component = {
+            "_target_": "itk_rl.testbed.faults.HangingEngine",
+            "trigger": str(triggers.rollout),
+            "inner": cfg.rollout.component,
+        }
     injected: dict[str, float] = {}
 
     def injector() -> None:

@@ -20,7 +20,6 @@ import ray
 from itk_rl.formats.score import JudgeScore
 from itk_rl.interfaces.engine import ChatRequest, Completion, SamplingParams
 from itk_rl.interfaces.generator import RenderRequest
-from itk_rl.rollout.hf_engine import TransformersEngine
 from itk_rl.testbed.generator import TestbedGenerator
 from itk_rl.testbed.judge import TestbedJudge
 
@@ -90,16 +89,20 @@ class HangingJudge(TestbedJudge):
         return super().score_batch(instructions, afters, befores)
 
 
-class HangingEngine(TransformersEngine):
-    """The transformers engine, whose first `generate` after `trigger` appears never returns
-    (`hold_on_trigger`): a rollout worker killed then dies mid-call."""
+class HangingEngine:
+    """A rollout engine (`inner`, built by Hydra from the recipe) whose first `generate` after
+    `trigger` appears never returns (`hold_on_trigger`): a rollout worker killed then dies
+    mid-call."""
 
-    def __init__(self, trigger: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, trigger: str, inner: Any) -> None:
         self.trigger = Path(trigger)
+        self.inner = inner
 
     def generate(
         self, requests: Sequence[ChatRequest], params: SamplingParams
     ) -> list[list[Completion]]:
         hold_on_trigger(self.trigger)
-        return super().generate(requests, params)
+        return self.inner.generate(requests, params)
+
+    def update_weights(self, state_dict: dict[str, Any]) -> Any:
+        return self.inner.update_weights(state_dict)

@@ -35,7 +35,7 @@ from itk_rl.rollout.workers import RolloutWorkers
 from itk_rl.testbed.faults import arm, hold_on_trigger, wait_until_held
 from itk_rl.testbed.local_cluster import QUICK_NODE_DEATH, hold_resources, local_cluster
 
-RESTART_TIMEOUT_S = 15.0  # a restart on the head takes a few seconds on a loaded 2-core machine
+RESTART_TIMEOUT_S = 30.0  # a restart on the head: seconds, over 15 s with the 2 cores busy
 HEAD = ["--num-cpus=2", '--resources={"slot": 2, "head": 1}']
 NODE = ["--num-cpus=2", '--resources={"slot": 2, "flux": 2}']
 NEEDS = {"rescheduled": {"slot": 1}, "no_room": {"flux": 1}}
