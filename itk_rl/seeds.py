@@ -1,8 +1,9 @@
 """The main job over several seeds: each seed's run (resumable) and the figures across seeds.
 
 One run of the main job (`itk_rl.demo`) has intervals over held-out tasks only. Trained again
-with another seed, or on another machine whose kernels round differently, its critics move by
-more than those intervals (issue 23), so one run cannot show that training helps. A `Study`
+with another seed, or on another machine whose kernels round differently, the difference
+between its critics can move by more than those intervals (GRPO − SFT +0.63 and −0.10 per step
+on two machines, issue 23), so one run cannot show that training helps. A `Study`
 runs the job once per seed (the seed of the tiny weights, of training and of sampling) on the
 same held-out tasks (`evaluation.task_seed`, and the same render seeds), and `summarise_seeds`
 gives every figure across seeds with an interval that holds both sources of variance.

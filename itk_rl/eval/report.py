@@ -43,7 +43,8 @@ TITLES = {
 ONE_RUN = (
     "One run shows how these checkpoints compare on the held-out tasks (the intervals cover the "
     "choice of tasks); it cannot show that training helps: retrained with another seed or on "
-    "another machine, the critics differ by more than these intervals (several seeds: "
+    "another machine, the critics change, which these intervals do not cover (the same job "
+    "gave GRPO - SFT +0.63 and -0.10 per step on two machines; several seeds: "
     "benchmarks/learning_seeds.py)."
 )
 """What one run's figures can and cannot show; the report and the main job's summary say it."""
