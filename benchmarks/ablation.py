@@ -23,7 +23,9 @@ Resumable per (seed, variant): OUT/seed_<seed>/ablation/<variant>/ holds the var
 (resumed from its checkpoints) and its evaluation (eval.json, runs/); a variant whose eval.json
 is there is not run again. Every figure is across seeds with the two-level interval of
 `itk_rl.seeds`, and each variant is paired with the full GRPO critic and the SFT critic on
-the same tasks. Writes a Markdown table to --table (default OUT/ablation.md, to paste into
+the same tasks. Each GRPO run's training log is summarised too (`training_summary`: its first
+against its last 20 steps, per seed and across seeds), to tell a reward that rises from one
+that does not. Writes both as Markdown to --table (default OUT/ablation.md, to paste into
 docs/); the last line of stdout is one JSON object.
 """
 
@@ -36,13 +38,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from itk_rl.demo import heldout
 from itk_rl.eval.metrics import TaskOutcome
-from itk_rl.eval.report import TITLES
+from itk_rl.eval.report import TITLES, read_metrics
 from itk_rl.eval.testbed import SystemSpec, checkpoint_critic, evaluate_testbed
 from itk_rl.formats.files import write_atomic
 from itk_rl.job import compose_recipe
@@ -80,6 +83,17 @@ ROWS = {
     "grpo_tmax5": "GRPO, full reward, T_max 5",
 }
 VARIANTS = [*GRPO_VARIANTS, *T_MAX]
+TRAINING = {
+    "reward/total": "reward",
+    "reward/accuracy": "accuracy term",
+    "reward/step": "step-wise term",
+    "groups_trained_with_signal": "groups with signal in the update",
+    "actor/kl": "KL to SFT",
+}
+"""The training figures summarised per GRPO run (`groups_trained_with_signal`: the update's
+groups whose rewards vary, `data/groups` − `data/zero_variance_groups`)."""
+WINDOW = 20
+"""Steps averaged at each end of a training log."""
 DIFFERENCES = [
     *((name, "grpo_critic") for name in VARIANTS),
     *((name, "sft_critic") for name in ["grpo_critic", *VARIANTS]),
@@ -120,6 +134,80 @@ def run_variants(
             print(f"[ablation] seed {seed}, {name}: {time.perf_counter() - start:.0f} s")
         outcomes |= load_outcomes(out / "eval.json")
     return outcomes
+
+
+def training_ends(records: Sequence[Mapping[str, float]], window: int = WINDOW) -> dict:
+    """Each `TRAINING` figure's mean over the first and over the last `window` steps of one
+    run's log (a figure absent from every step of a window is left out)."""
+    ordered = sorted(records, key=lambda record: record["step"])
+    if len(ordered) < 2 * window:
+        raise ValueError(f"{len(ordered)} logged steps: fewer than two windows of {window}")
+
+    def value(record: Mapping[str, float], key: str) -> float | None:
+        if key == "groups_trained_with_signal":
+            if "data/groups" not in record:
+                return None
+            return record["data/groups"] - record.get("data/zero_variance_groups", 0.0)
+        return record.get(key)
+
+    ends = {}
+    for key in TRAINING:
+        first = [v for r in ordered[:window] if (v := value(r, key)) is not None]
+        last = [v for r in ordered[-window:] if (v := value(r, key)) is not None]
+        if first and last:
+            ends[key] = {"first": float(np.mean(first)), "last": float(np.mean(last))}
+    return ends
+
+
+def training_summary(study: Study, seeds: Sequence[int], names: Sequence[str]) -> dict:
+    """`training_ends` of each GRPO run named (`grpo_critic`: the main job's) for every seed,
+    and their across-seed means: {name: {"seeds": {seed: ends}, "mean": ends}}."""
+    summary = {}
+    for name in names:
+        per_seed = {}
+        for seed in seeds:
+            run = study.seed_dir(seed) / (
+                "critic_grpo" if name == "grpo_critic" else f"ablation/{name}"
+            )
+            per_seed[seed] = training_ends(read_metrics(run / "metrics.jsonl"))
+        keys = set.intersection(*(set(ends) for ends in per_seed.values()))
+        mean = {
+            key: {
+                end: float(np.mean([per_seed[seed][key][end] for seed in seeds]))
+                for end in ("first", "last")
+            }
+            for key in TRAINING
+            if key in keys
+        }
+        summary[name] = {"seeds": per_seed, "mean": mean}
+    return summary
+
+
+def training_table(summary: Mapping[str, Any]) -> str:
+    """The Markdown table of `training_summary`: a row per run, a cell per figure reading
+    "first → last" (the across-seed mean, then each seed's in parentheses)."""
+
+    def cell(run: Mapping[str, Any], key: str) -> str:
+        if key not in run["mean"]:
+            return "—"
+        digits = 1 if key == "groups_trained_with_signal" else 3
+        mean = run["mean"][key]
+        each = ", ".join(
+            f"{ends[key]['first']:.{digits}f} → {ends[key]['last']:.{digits}f}"
+            for ends in run["seeds"].values()
+        )
+        return f"{mean['first']:.{digits}f} → {mean['last']:.{digits}f} ({each})"
+
+    head = ["GRPO run", *TRAINING.values()]
+    rows = [[ROWS[name], *(cell(run, key) for key in TRAINING)] for name, run in summary.items()]
+    lines = [
+        f"Training, mean of the first → the last {WINDOW} steps: across seeds (each seed's).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(cells) + " |" for cells in rows),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def table(summary: Mapping[str, Any]) -> str:
@@ -181,11 +269,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     systems = [name for name in ROWS if name not in VARIANTS or name in args.variants]
     differences = [pair for pair in DIFFERENCES if pair[0] in systems]
     summary = summarise_seeds(evaluations, systems, differences)
-    markdown = table(summary)
+    runs = ["grpo_critic", *(name for name in GRPO_VARIANTS if name in args.variants)]
+    training = training_summary(study, args.seeds, runs)
+    markdown = table(summary) + "\n" + training_table(training)
     path = Path(args.table or Path(args.out) / "ablation.md")
     write_atomic(path, markdown)
     print(markdown)
-    print(json.dumps({**summary, "table": str(path.resolve())}))
+    print(json.dumps({**summary, "training": training, "table": str(path.resolve())}))
 
 
 if __name__ == "__main__":

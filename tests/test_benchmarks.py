@@ -139,3 +139,32 @@ def test_the_ablation_table_has_a_row_per_system_run_and_its_paired_differences(
     assert staleness[-3] == "-0.25 [-0.50, 0.10]"  # − full GRPO, score per step
     assert rows[2].split(" | ")[-1].rstrip(" |") == "+0.50 [-0.25, 1.00]"
     assert "Seeds 0, 1, 2; 200 held-out tasks" in lines[0]
+
+
+def test_the_training_summary_compares_the_first_and_last_steps_of_each_run() -> None:
+    """Each end is the mean of its window in step order (the log's line order does not
+    matter); the update's groups with signal are its groups less the zero-variance ones; a
+    figure no step logged is left out; a log shorter than two windows is refused."""
+    ablation = _script("ablation")
+    records = [
+        {
+            "step": step,
+            "reward/total": 0.5 + 0.01 * step,
+            "data/groups": 16.0,
+            "data/zero_variance_groups": 8.0 if step <= 20 else 2.0,
+        }
+        for step in range(100, 0, -1)
+    ]
+    ends = ablation.training_ends(records)
+    assert ends["reward/total"]["first"] == pytest.approx(0.5 + 0.01 * 10.5)
+    assert ends["reward/total"]["last"] == pytest.approx(0.5 + 0.01 * 90.5)
+    assert ends["groups_trained_with_signal"] == {"first": 8.0, "last": 14.0}
+    assert "actor/kl" not in ends
+    with pytest.raises(ValueError, match="39 logged steps"):
+        ablation.training_ends(records[:39])
+    run = {"seeds": {0: ends, 1: ends}, "mean": ends}
+    row = ablation.training_table({"grpo_critic": run}).splitlines()[-1].split(" | ")
+    assert row[0] == "| GRPO, full reward (T_max 3)"
+    assert row[1] == "0.605 → 1.405 (0.605 → 1.405, 0.605 → 1.405)"
+    assert row[4] == "8.0 → 14.0 (8.0 → 14.0, 8.0 → 14.0)"
+    assert row[5].rstrip(" |") == "—"
