@@ -8,8 +8,10 @@ only its failed-labeled rows are used. Each gets `--samples` answers (1: greedy;
 at temperature 1, as GRPO's rollout does). Of the answers that say "failed", it counts those
 whose refinement means what the original instruction asked (`canonicalize` of both agree on
 the before-scene), those in core words only, those that repeat the prompt used, and those whose
-re-render (fixed seed 0, as the step-wise reward does) reaches full semantic consistency; plus
-the step-wise reward's mean `sem`. Prints one JSON object on its last line.
+re-render (at seed 0: one draw of the generator's chance, where the step-wise reward draws a
+seed per record and step) reaches full semantic consistency; plus the step-wise reward's mean
+`sem`. Prints one JSON object on its last line. (`reward_headroom.py`: the reward of reference
+refinements over many draws.)
 
 This separates the refinement's *content* from the verdict and from the scene description, the
 three things the critic's SFT target mixes.

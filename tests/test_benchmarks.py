@@ -14,6 +14,7 @@ import pytest
 from itk_rl.formats import CriticVerdict, format_critic_answer
 from itk_rl.formats.records import CriticSample, Evaluation
 from itk_rl.job import compose_recipe, plain
+from itk_rl.rewards.critic import CriticReward
 from itk_rl.testbed import TestbedGenerator, TestbedJudge
 from itk_rl.testbed.render import render
 from itk_rl.testbed.scene import Scene
@@ -168,3 +169,30 @@ def test_the_training_summary_compares_the_first_and_last_steps_of_each_run() ->
     assert row[1] == "0.605 → 1.405 (0.605 → 1.405, 0.605 → 1.405)"
     assert row[4] == "8.0 → 14.0 (8.0 → 14.0, 8.0 → 14.0)"
     assert row[5].rstrip(" |") == "—"
+
+
+def test_the_reward_headroom_of_reference_critics_follows_the_reward() -> None:
+    """With the right verdict, the core-word rewrite of a failed step renders right (semantics
+    0 → 10, quality kept): 0.5 + 0.5·(0.2 + 0.8·(0.75·1 + 0.25·0.5)) = 0.95; a re-roll of the
+    misrendered prompt earns less; a right "success" earns 0.8 and a wrong verdict loses the
+    accuracy term."""
+    headroom = _script("reward_headroom").headroom
+    failed = _failed_step()
+    succeeded = CriticSample(
+        origin_prompt="draw a red circle on the left",
+        rewritten_prompt="draw a red circle on the left",
+        origin_image=failed.origin_image,
+        edited_image=failed.origin_image,
+        evaluation=Evaluation(semantics=10.0, quality=10.0, success=True),
+        text_to_image=True,
+    )
+    generator = TestbedGenerator(misrender_prob=1.0, artifact_prob=0.0)
+    critics = headroom([failed, succeeded], generator, CriticReward(), draws=2, seed=0)
+    assert critics["core_words"]["failed"]["total"] == pytest.approx(0.95)
+    assert critics["core_words"]["success"]["total"] == pytest.approx(0.8)
+    assert critics["re_roll"]["failed"]["total"] < 0.95
+    assert critics["always_success"]["failed"]["accuracy"] == 0.0
+    reroll_step = critics["re_roll"]["failed"]["step"]
+    assert critics["always_success"]["failed"]["total"] == pytest.approx(0.5 + 0.4 * reroll_step)
+    assert critics["always_failed"]["success"]["total"] == pytest.approx(0.7)
+    assert critics["core_words"]["all"]["total"] == pytest.approx((0.95 + 0.8) / 2)
