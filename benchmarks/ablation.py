@@ -113,6 +113,14 @@ def evaluate_critic(cfg: DictConfig, name: str, checkpoint: Path, t_max: int, ou
     write_atomic(out / "eval.json", json.dumps(result.to_dict(), allow_nan=False))
 
 
+def run_dir(study: Study, seed: int, name: str) -> Path:
+    """Where `name` of `seed` is trained and evaluated: the main job's GRPO stage for
+    `grpo_critic`, else OUT/seed_<seed>/ablation/<name>."""
+    if name == "grpo_critic":
+        return study.seed_dir(seed) / "critic_grpo"
+    return study.seed_dir(seed) / "ablation" / name
+
+
 def run_variants(
     study: Study, seed: int, variants: Sequence[str]
 ) -> dict[str, tuple[TaskOutcome, ...]]:
@@ -120,9 +128,9 @@ def run_variants(
     systems: each system's outcomes on the held-out tasks."""
     cfg = study.config(seed)
     outcomes = study.outcomes(seed)
-    full = study.seed_dir(seed) / "critic_grpo" / "final"
+    full = run_dir(study, seed, "grpo_critic") / "final"
     for name in variants:
-        out = study.seed_dir(seed) / "ablation" / name
+        out = run_dir(study, seed, name)
         if not (out / "eval.json").is_file():
             start = time.perf_counter()
             checkpoint, t_max = full, T_MAX.get(name, 3)
@@ -166,10 +174,8 @@ def training_summary(study: Study, seeds: Sequence[int], names: Sequence[str]) -
     for name in names:
         per_seed = {}
         for seed in seeds:
-            run = study.seed_dir(seed) / (
-                "critic_grpo" if name == "grpo_critic" else f"ablation/{name}"
-            )
-            per_seed[seed] = training_ends(read_metrics(run / "metrics.jsonl"))
+            log = run_dir(study, seed, name) / "metrics.jsonl"
+            per_seed[seed] = training_ends(read_metrics(log))
         keys = set.intersection(*(set(ends) for ends in per_seed.values()))
         mean = {
             key: {

@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 from hydra.utils import instantiate
 
+from itk_rl.critic_grpo_rewards import rerender_inputs
 from itk_rl.data.critic_records import load_critic_records
 from itk_rl.formats import CriticVerdict, format_critic_answer, parse_critic_output
 from itk_rl.formats.records import CriticSample
-from itk_rl.interfaces.generator import RenderRequest
 from itk_rl.interfaces.reward import RewardInputs
 from itk_rl.job import compose_recipe
 from itk_rl.rewards.critic import CriticReward, refined_prompt_to_render
@@ -96,7 +96,6 @@ def headroom(
     }
     for record in records:
         label = "success" if record.evaluation.success else "failed"
-        before = None if record.text_to_image else record.origin_image
         render_seeds = rng.integers(0, 2**31, size=draws)
         for name in CRITICS:
             for render_seed in render_seeds:
@@ -105,8 +104,7 @@ def headroom(
                 score = None
                 if reward.needs_rerender and not record.evaluation.success:
                     prompt = refined_prompt_to_render(record, parsed)
-                    references = () if before is None else (before,)
-                    request = RenderRequest(prompt, references, seed=int(render_seed))
+                    request, before = rerender_inputs(record, prompt, int(render_seed))
                     image = generator.render_one(request)
                     score = judge.score(record.origin_prompt, image, before)
                 out = reward(RewardInputs(record, text, parsed, score))
