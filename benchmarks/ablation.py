@@ -175,7 +175,10 @@ def training_summary(study: Study, seeds: Sequence[int], names: Sequence[str]) -
         per_seed = {}
         for seed in seeds:
             log = run_dir(study, seed, name) / "metrics.jsonl"
-            per_seed[seed] = training_ends(read_metrics(log))
+            try:
+                per_seed[seed] = training_ends(read_metrics(log))
+            except ValueError as error:
+                raise ValueError(f"{log}: {error}") from error
         keys = set.intersection(*(set(ends) for ends in per_seed.values()))
         mean = {
             key: {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +16,7 @@ from itk_rl.formats import CriticVerdict, format_critic_answer
 from itk_rl.formats.records import CriticSample, Evaluation
 from itk_rl.job import compose_recipe, plain
 from itk_rl.rewards.critic import CriticReward
+from itk_rl.seeds import Study
 from itk_rl.testbed import TestbedGenerator, TestbedJudge
 from itk_rl.testbed.render import render
 from itk_rl.testbed.scene import Scene
@@ -142,7 +144,9 @@ def test_the_ablation_table_has_a_row_per_system_run_and_its_paired_differences(
     assert "Seeds 0, 1, 2; 200 held-out tasks" in lines[0]
 
 
-def test_the_training_summary_compares_the_first_and_last_steps_of_each_run() -> None:
+def test_the_training_summary_compares_the_first_and_last_steps_of_each_run(
+    tmp_path: Path,
+) -> None:
     """Each end is the mean of its window in step order (the log's line order does not
     matter); the update's groups with signal are its groups less the zero-variance ones; a
     figure no step logged is left out; a log shorter than two windows is refused."""
@@ -169,6 +173,13 @@ def test_the_training_summary_compares_the_first_and_last_steps_of_each_run() ->
     assert row[1] == "0.605 → 1.405 (0.605 → 1.405, 0.605 → 1.405)"
     assert row[4] == "8.0 → 14.0 (8.0 → 14.0, 8.0 → 14.0)"
     assert row[5].rstrip(" |") == "—"
+    # A run's log too short to summarise is named in the error.
+    log = tmp_path / "seed_0" / "critic_grpo" / "metrics.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("\n".join(json.dumps(r) for r in records[:10]))
+    study = Study(tmp_path, data_seed=0)
+    with pytest.raises(ValueError, match=re.escape(f"{log}: 10 logged steps")):
+        ablation.training_summary(study, [0], ["grpo_critic"])
 
 
 def test_the_reward_headroom_of_reference_critics_follows_the_reward() -> None:
